@@ -1,0 +1,122 @@
+"""Public Python functions behind ``facevae train`` and ``facevae evaluate``.
+
+Each CLI command is a thin layer over a function of the same name; in a notebook::
+
+    from shared.api import build_config, train, evaluate
+    cfg = build_config(backend="torch", model="vae", data="synthetic:4000", latent_dim=16, epochs=5)
+    run = train(cfg, "runs/vae16")
+    metrics = evaluate(run)
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from shared.config import DataConfig, ModelConfig, RunConfig, default_train_config
+from shared.errors import RunError
+from shared.registry import get_backend, resolve_backend_name
+from shared.runs import CONFIG, EVAL, SPLIT, atomic_write_json, load_run_config
+
+__all__ = ["build_config", "train", "evaluate", "load_model", "load_run_data"]
+
+log = logging.getLogger(__name__)
+
+_MODEL_FIELDS = {"preset", "latent_dim", "beta", "likelihood", "sigma_mode", "sigma", "kl_warmup_epochs",
+                 "free_bits", "task", "flow_steps", "flow_hidden", "context_dim", "channels", "hidden_dims"}
+_DATA_FIELDS = {"val_fraction", "test_fraction", "split_seed"}
+
+
+def build_config(*, backend: str | None = None, model: str = "vae", data: str = "synthetic:4000",
+                 image_size: int = 48, **overrides: Any) -> RunConfig:
+    """A validated :class:`RunConfig` from flat keyword arguments.
+
+    Model fields (``latent_dim``, ``beta``, ``preset``, ``task``, …), data fields (``val_fraction``,
+    ``test_fraction``, ``split_seed``) and training fields (``epochs``, ``lr``, ``seed``, …) may be
+    mixed; ``None`` values are ignored so CLI flags left unset keep the preset's recipe.
+
+    Raises:
+        ConfigError: a value is out of range or a field is unknown.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    model_kw = {k: given.pop(k) for k in list(given) if k in _MODEL_FIELDS}
+    data_kw = {k: given.pop(k) for k in list(given) if k in _DATA_FIELDS}
+    model_cfg = ModelConfig(family=model, image_size=image_size, **model_kw)
+    train_cfg = default_train_config(model, model_cfg.preset, **given)
+    data_cfg = DataConfig(spec=data, image_size=image_size, **data_kw)
+    return RunConfig(backend=resolve_backend_name(backend), model=model_cfg, train=train_cfg, data=data_cfg)
+
+
+def load_run_data(config: RunConfig, data: str | None = None):
+    """The faces of a run's data spec (or of ``data`` when given) at the run's image size."""
+    from shared.data import load
+    return load(data or config.data.spec, image_size=config.data.image_size)
+
+
+def train(config: RunConfig | None, out: str | Path, *, resume: bool = False) -> Path:
+    """Train ``config`` into the run folder ``out`` and return its path.
+
+    A new run refuses a folder that already holds one (nothing the user has is overwritten);
+    ``resume=True`` continues the run in ``out`` from its last checkpoint, with the config and
+    split saved there (``config`` may then be ``None``: the saved one is always used).
+
+    Raises:
+        RunError: ``out`` already holds a run (without ``resume``) or holds none (with ``resume``).
+        DataError, ConfigError: invalid data or config.
+    """
+    from shared.data.splits import Split, make_split
+
+    out = Path(out)
+    if resume:
+        config = load_run_config(out)
+        faces = load_run_data(config)
+        split = Split.load(out / SPLIT, faces)
+    else:
+        if (out / CONFIG).exists():
+            raise RunError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+        faces = load_run_data(config)
+        split = make_split(faces, val_fraction=config.data.val_fraction,
+                           test_fraction=config.data.test_fraction, seed=config.data.split_seed)
+        out.mkdir(parents=True, exist_ok=True)
+        split.save(out / SPLIT)
+        config.save(out / CONFIG)
+    log.info("training %s/%s on %d faces (%s) into %s", config.backend, config.model.family,
+             len(faces), split.summary(), out)
+    get_backend(config.backend).train(config, faces, split, out, resume=resume)
+    return out
+
+
+def load_model(run_dir: str | Path):
+    """The trained model of a run folder (a :class:`~shared.protocol.GenerativeModel` or a classifier)."""
+    return get_backend(load_run_config(run_dir).backend).load(Path(run_dir))
+
+
+def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
+             classifier: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+    """Evaluate a run on its saved test split (or on every face of ``data``); writes ``eval.json``.
+
+    Args:
+        run_dir: a run folder written by :func:`train`.
+        data: optional data spec; when given, every face of it is evaluated instead of the test split.
+        iwae_k: importance samples of the IWAE bound (generative models).
+        classifier: a CNN run folder (torch) used for Fréchet distance / label fidelity.
+        seed: seeds every sampled quantity.
+
+    Returns:
+        The metrics written to ``eval.json``.
+    """
+    from shared.data.splits import Split
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    faces = load_run_data(config, data)
+    if data is None:
+        faces = faces.subset(Split.load(run_dir / SPLIT, faces).test)
+    backend = get_backend(config.backend)
+    model = backend.load(run_dir)
+    clf = get_backend("torch").load(Path(classifier)) if classifier else None
+    result = backend.evaluate(model, faces, iwae_k=iwae_k, classifier=clf, seed=seed, out_dir=run_dir)
+    result = {"run_dir": str(run_dir), "data": data or f"{config.data.spec} (test split)",
+              "n_faces": len(faces), **result}
+    atomic_write_json(run_dir / EVAL, result)
+    return result

@@ -1,0 +1,294 @@
+"""Validated, frozen configuration dataclasses with a JSON round trip.
+
+A run is described by one :class:`RunConfig` (backend + model + training + data). Both
+backends build the same architecture from the same :class:`ModelConfig` (see
+:mod:`shared.architecture`), which is what lets weights move between them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from shared.errors import ConfigError
+
+__all__ = [
+    "BACKENDS", "MODEL_FAMILIES", "PRESETS", "TASKS", "LIKELIHOODS", "SIGMA_MODES",
+    "OPTIMIZERS", "SCHEDULES", "DataConfig", "ModelConfig", "TrainConfig", "RunConfig",
+    "LABEL_DIM", "preset_shape", "default_train_config",
+]
+
+BACKENDS = ("torch", "tf")
+MODEL_FAMILIES = ("cnn", "vae", "cvae", "iaf")
+PRESETS = ("default", "seed")
+TASKS = ("gender", "ethnicity", "age", "all")
+LIKELIHOODS = ("bernoulli", "gaussian")
+SIGMA_MODES = ("fixed", "learned")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "seed")  # seed: lr / (1 + epoch), the original recipe
+DEVICES = ("auto", "cpu", "cuda")
+LABEL_DIM = 7  # conditional models: gender (1) + ethnicity one-hot (5) + scaled age (1)
+
+# (channels, hidden_dims) per (family, preset); the block style follows the preset.
+_PRESET_SHAPES: dict[tuple[str, str], tuple[tuple[int, ...], tuple[int, ...]]] = {
+    ("vae", "seed"): ((32, 128, 512), (2048, 1024, 512)),
+    ("vae", "default"): ((32, 64, 128, 256), (256,)),
+    ("cnn", "seed"): ((16, 64, 256), (1024, 1024, 512)),
+    ("cnn", "default"): ((32, 64, 128, 256), (256,)),
+}
+
+
+def preset_shape(family: str, preset: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Default ``(channels, hidden_dims)`` of a preset; cvae and iaf share the vae shapes."""
+    key = ("cnn" if family == "cnn" else "vae", preset)
+    return _PRESET_SHAPES[key]
+
+
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"`{name}` must be one of {set(choices)}. Received: {name}={value!r}")
+
+
+def _in_range(name: str, value: Any, lo: float, hi: float, kind: type = float) -> None:
+    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok_type = isinstance(value, int) and not isinstance(value, bool)
+    if not ok_type or not (lo <= value <= hi):
+        raise ConfigError(f"`{name}` must be {'an integer' if kind is int else 'a number'} "
+                          f"in [{lo}, {hi}]. Received: {name}={value!r}")
+
+
+def _positive_tuple(name: str, value: Any) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"`{name}` must be a list of positive integers. Received: {name}={value!r}") from None
+    if not out or any(v <= 0 for v in out):
+        raise ConfigError(f"`{name}` must be a non-empty list of positive integers. Received: {name}={value!r}")
+    return out
+
+
+class _JsonMixin:
+    """``to_dict`` / ``from_dict`` that reject unknown keys with a message naming them."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__} got unknown field(s) {unknown}; known fields: {sorted(names)}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class DataConfig(_JsonMixin):
+    """Which faces to use and how to split them.
+
+    Attributes:
+        spec: ``synthetic``, ``synthetic:N``, a Kaggle-layout ``.csv``/``.csv.gz``/``.parquet`` file,
+            a UTKFace image folder, or ``orl``.
+        image_size: side of the square grayscale images (≥ 32).
+        val_fraction / test_fraction: shares of the faces held out for validation and test.
+        split_seed: seed of the stratified split.
+    """
+
+    spec: str = "synthetic:4000"
+    image_size: int = 48
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, str) or not self.spec:
+            raise ConfigError(f"`spec` must be a non-empty string. Received: spec={self.spec!r}")
+        _in_range("image_size", self.image_size, 32, 512, int)
+        _in_range("val_fraction", self.val_fraction, 0.0, 0.5)
+        _in_range("test_fraction", self.test_fraction, 0.0, 0.5)
+        _in_range("split_seed", self.split_seed, 0, 2**32 - 1, int)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_JsonMixin):
+    """Architecture and loss of one model; ``channels``/``hidden_dims`` left empty take the preset's.
+
+    Attributes:
+        family: ``cnn`` (classifier/regressor), ``vae``, ``cvae`` (conditional) or ``iaf`` (flow posterior).
+        preset: ``seed`` (the original work's layers) or ``default`` (ours); sets the block style.
+        image_size: input side; must be divisible by 2**len(channels).
+        latent_dim, beta: VAE latent size and KL weight.
+        likelihood: ``bernoulli`` (BCE summed over pixels) or ``gaussian``.
+        sigma_mode, sigma: Gaussian decoder σ, ``fixed`` at ``sigma`` or ``learned`` per image.
+        kl_warmup_epochs: β ramps linearly from 0 over this many epochs (0: off).
+        free_bits: minimum KL per latent dimension in nats (0: off).
+        task: CNN target (``gender``, ``ethnicity``, ``age`` or ``all`` = one trunk, three heads).
+        flow_steps, flow_hidden: IAF steps and MADE hidden width.
+        context_dim: size of the encoder context vector h fed to the IAF.
+    """
+
+    family: str = "vae"
+    preset: str = "default"
+    image_size: int = 48
+    latent_dim: int = 32
+    beta: float = 1.0
+    channels: tuple[int, ...] = ()
+    hidden_dims: tuple[int, ...] = ()
+    likelihood: str = "bernoulli"
+    sigma_mode: str = "fixed"
+    sigma: float = 0.1
+    kl_warmup_epochs: int = 0
+    free_bits: float = 0.0
+    task: str = "gender"
+    flow_steps: int = 4
+    flow_hidden: int = 256
+    context_dim: int = 64
+
+    def __post_init__(self) -> None:
+        _choice("family", self.family, MODEL_FAMILIES)
+        _choice("preset", self.preset, PRESETS)
+        _in_range("image_size", self.image_size, 32, 512, int)
+        _in_range("latent_dim", self.latent_dim, 1, 1024, int)
+        _in_range("beta", self.beta, 0.0, 1000.0)
+        _choice("likelihood", self.likelihood, LIKELIHOODS)
+        _choice("sigma_mode", self.sigma_mode, SIGMA_MODES)
+        _in_range("sigma", self.sigma, 1e-4, 10.0)
+        _in_range("kl_warmup_epochs", self.kl_warmup_epochs, 0, 10_000, int)
+        _in_range("free_bits", self.free_bits, 0.0, 100.0)
+        _choice("task", self.task, TASKS)
+        _in_range("flow_steps", self.flow_steps, 0, 64, int)
+        _in_range("flow_hidden", self.flow_hidden, 1, 8192, int)
+        _in_range("context_dim", self.context_dim, 1, 8192, int)
+        channels, hidden = preset_shape(self.family, self.preset)
+        object.__setattr__(self, "channels", _positive_tuple("channels", self.channels or channels))
+        object.__setattr__(self, "hidden_dims", _positive_tuple("hidden_dims", self.hidden_dims or hidden))
+        stride = 2 ** len(self.channels)
+        if self.image_size % stride:
+            raise ConfigError(f"`image_size` must be divisible by 2**len(channels) = {stride} "
+                              f"for channels={list(self.channels)}. Received: image_size={self.image_size}")
+
+    @property
+    def label_dim(self) -> int:
+        """Size of the label vector the model is conditioned on (0 unless ``cvae``)."""
+        return LABEL_DIM if self.family == "cvae" else 0
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonMixin):
+    """How to train; independent of the model.
+
+    Attributes:
+        epochs, batch_size, lr, weight_decay, optimizer, schedule: the optimisation recipe.
+        early_stopping: stop after this many epochs without a better validation loss (0: off).
+        grad_clip: clip the global gradient norm to this value (0: off).
+        label_smoothing, augment: CNN recipe options (augment = random flips and small shifts).
+        seed: seeds weights, batch order and sampling.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        compile: ``torch.compile`` (torch) / ``jit_compile`` (tf).
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    early_stopping: int = 5
+    grad_clip: float = 0.0
+    label_smoothing: float = 0.0
+    augment: bool = False
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _in_range("epochs", self.epochs, 1, 100_000, int)
+        _in_range("batch_size", self.batch_size, 1, 1_000_000, int)
+        _in_range("lr", self.lr, 0.0, 10.0)
+        _in_range("weight_decay", self.weight_decay, 0.0, 10.0)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _in_range("early_stopping", self.early_stopping, 0, 100_000, int)
+        _in_range("grad_clip", self.grad_clip, 0.0, 1e6)
+        _in_range("label_smoothing", self.label_smoothing, 0.0, 0.99)
+        _in_range("seed", self.seed, 0, 2**32 - 1, int)
+        _choice("device", self.device, DEVICES)
+
+
+@dataclass(frozen=True)
+class RunConfig(_JsonMixin):
+    """Everything that defines a run; saved as ``config.json`` in the run folder."""
+
+    backend: str = "torch"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        _choice("backend", self.backend, BACKENDS)
+        if self.model.image_size != self.data.image_size:
+            raise ConfigError(f"`model.image_size` ({self.model.image_size}) must equal "
+                              f"`data.image_size` ({self.data.image_size})")
+        if self.backend == "torch" and self.model.family in ("cvae", "iaf"):
+            raise ConfigError(f"`family` {self.model.family!r} exists only on the tf backend. "
+                              f"Received: backend='torch', family={self.model.family!r}")
+        if self.backend == "tf" and self.model.family == "cnn":
+            raise ConfigError("`family` 'cnn' exists only on the torch backend. Received: backend='tf'")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        data = dict(data)
+        unknown = sorted(set(data) - {"backend", "model", "train", "data"})
+        if unknown:
+            raise ConfigError(f"RunConfig got unknown field(s) {unknown}")
+        return cls(backend=data.get("backend", "torch"),
+                   model=ModelConfig.from_dict(data.get("model", {})),
+                   train=TrainConfig.from_dict(data.get("train", {})),
+                   data=DataConfig.from_dict(data.get("data", {})))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        from shared.runs import atomic_write_text
+        atomic_write_text(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            return cls.from_json(path.read_text())
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+# Training recipes per (family, preset). ``seed`` reproduces the original work's recipe.
+_TRAIN_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
+    ("cnn", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
+    ("cnn", "default"): dict(epochs=30, batch_size=128, lr=2e-3, weight_decay=0.05, optimizer="adamw",
+                             schedule="cosine", early_stopping=8, label_smoothing=0.1, augment=True),
+    ("vae", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
+    ("vae", "default"): dict(epochs=30, batch_size=128, lr=2e-3, optimizer="adam", schedule="cosine",
+                             early_stopping=8),
+}
+
+
+def default_train_config(family: str, preset: str, **overrides: Any) -> TrainConfig:
+    """The recipe of ``(family, preset)`` (cvae/iaf use the vae recipe), with ``overrides`` applied."""
+    _choice("family", family, MODEL_FAMILIES)
+    _choice("preset", preset, PRESETS)
+    recipe = dict(_TRAIN_RECIPES[("cnn" if family == "cnn" else "vae", preset)])
+    recipe.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(recipe)
