@@ -1,0 +1,120 @@
+"""Backend-neutral inpainting algorithms on the numpy protocol.
+
+The run-folder command is :func:`shared.studio.inpaint`; this module holds the pieces it is made of,
+so notebooks can call them on any :class:`~shared.protocol.GenerativeModel`:
+
+* :func:`make_mask` — the original work's box (rows 5–20, cols 5–40 on 48×48, scaled for other
+  sizes) or a seeded random pixel mask, ``True`` = missing.
+* :func:`decode_fill` — one shot: reconstruct the masked face and paste the known pixels back.
+* :func:`iterative_projection` — keep known pixels, re-encode/decode the whole face, repeat.
+* :func:`inpaint_metrics` — PSNR over the missing pixels only and SSIM over the full filled image.
+
+Every method sees only the *masked* images (missing pixels already overwritten), so the hidden
+pixels can never leak into a result.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from shared.corruptions import box_mask, random_mask
+from shared.errors import ConfigError
+from shared.image_metrics import psnr, ssim
+from shared.protocol import GenerativeModel, as_unit_float
+
+__all__ = ["MASKS", "METHODS", "RANDOM_MASK_FRACTION", "make_mask", "composite", "decode_fill",
+           "iterative_projection", "inpaint_metrics"]
+
+log = logging.getLogger(__name__)
+
+MASKS = ("box", "random")
+METHODS = ("decode", "iterate", "optimize")
+RANDOM_MASK_FRACTION = 0.5  # share of pixels hidden by the ``random`` mask
+
+
+def make_mask(kind: str, n: int, image_size: int, *, seed: int = 0) -> np.ndarray:
+    """A boolean mask ``(n, H, W)``, ``True`` where a pixel is missing.
+
+    Args:
+        kind: ``box`` (the same scaled box on every face) or ``random`` (each pixel missing with
+            probability :data:`RANDOM_MASK_FRACTION`, drawn with ``seed``).
+        n: number of faces.
+        image_size: side ``H = W`` of the faces.
+        seed: seeds the random mask.
+
+    Raises:
+        ConfigError: unknown ``kind``.
+    """
+    if kind not in MASKS:
+        raise ConfigError(f"`mask` must be one of {set(MASKS)}. Received: mask={kind!r}")
+    shape = (n, image_size, image_size)
+    if kind == "box":
+        mask = box_mask(image_size)
+    else:
+        mask = random_mask(shape, RANDOM_MASK_FRACTION, seed)
+    return np.broadcast_to(np.asarray(mask, dtype=bool), shape).copy()
+
+
+def composite(known: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``filled`` on the missing pixels (``mask`` True), ``known`` everywhere else (float32)."""
+    return np.where(mask, filled, known).astype(np.float32)
+
+
+def decode_fill(model: GenerativeModel, masked: np.ndarray, mask: np.ndarray,
+                labels: Optional[np.ndarray] = None) -> np.ndarray:
+    """One-shot inpainting: reconstruct the masked faces, keep their known pixels.
+
+    Args:
+        model: any protocol model.
+        masked: ``(N, H, W)`` faces whose missing pixels hold a fill value.
+        mask: ``(N, H, W)`` bool, True = missing.
+        labels: label vectors for conditional models.
+
+    Returns:
+        ``(N, H, W)`` float32 in [0, 1].
+    """
+    masked = as_unit_float(masked)
+    return composite(masked, model.reconstruct(masked, labels), mask)
+
+
+def iterative_projection(model: GenerativeModel, masked: np.ndarray, mask: np.ndarray, *,
+                         iterations: int = 50, labels: Optional[np.ndarray] = None,
+                         start: Optional[np.ndarray] = None) -> np.ndarray:
+    """Iterative projection onto the model's manifold: keep the known pixels, re-encode and
+    decode the whole face, paste the known pixels back, repeat ``iterations`` times.
+
+    Args:
+        model: any protocol model (only ``reconstruct`` is used).
+        masked: ``(N, H, W)`` faces whose missing pixels hold a fill value.
+        mask: ``(N, H, W)`` bool, True = missing.
+        iterations: number of encode/decode rounds (≥ 1).
+        labels: label vectors for conditional models.
+        start: initial guess for the missing pixels (default: ``masked`` itself).
+
+    Returns:
+        ``(N, H, W)`` float32; known pixels equal ``masked`` exactly.
+
+    Raises:
+        ConfigError: ``iterations`` < 1.
+    """
+    if iterations < 1:
+        raise ConfigError(f"`iterations` must be an integer >= 1. Received: iterations={iterations!r}")
+    masked = as_unit_float(masked)
+    x = composite(masked, masked if start is None else as_unit_float(start), mask)
+    for _ in tqdm(range(iterations), desc="inpaint (iterate)", leave=False, disable=None):
+        x = composite(masked, model.reconstruct(x, labels), mask)
+    return x
+
+
+def inpaint_metrics(filled: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Mean over faces of PSNR on the missing pixels only and of SSIM on the whole filled image.
+
+    Faces whose mask hides nothing are left out of the PSNR mean (no missing pixel to score).
+    """
+    has_missing = mask.reshape(len(mask), -1).any(axis=1)
+    p = np.asarray(psnr(filled[has_missing], clean[has_missing], mask=mask[has_missing]), dtype=np.float64)
+    s = np.asarray(ssim(filled, clean), dtype=np.float64)
+    return {"psnr": float(np.mean(p)) if p.size else float("nan"), "ssim": float(np.mean(s))}

@@ -1,0 +1,324 @@
+"""The studio commands on a trained run, written once against the numpy protocol (either backend).
+
+In a notebook::
+
+    from shared.studio import interpolate, denoise, inpaint
+    interpolate("runs/vae16", grid=9, slerp=True)      # -> runs/vae16/figures
+    denoise("runs/vae16", sigmas=(0.1, 0.3))           # -> runs/vae16 (denoise.json/.md)
+    inpaint("runs/vae16", mask="box", method="iterate")
+
+Faces always come from the run's saved test split (first ``n`` test faces, in split order), so
+results are on held-out data and reproducible. Conditional models (``model.conditional``) encode
+test faces with their own labels; every *decode from the prior or from a mixed latent*
+(interpolation corners sampled from N(0, I), traversals) uses the fixed :data:`REFERENCE_LABEL`
+(a 30-year-old White male), so only z varies across a figure.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from shared import api
+from shared.errors import ConfigError, RunError
+from shared.faces import Faces, label_vectors
+from shared.protocol import GenerativeModel
+from shared.runs import SPLIT, atomic_write_json, atomic_write_text, figures_dir, load_run_config
+
+__all__ = ["REFERENCE_LABEL", "TRAVERSAL_VALUES", "interpolate", "denoise", "inpaint", "open_run",
+           "test_faces", "labels_for", "reference_labels", "markdown_table", "latent_activity"]
+
+log = logging.getLogger(__name__)
+
+REFERENCE_LABEL = {"age": 30, "gender": 0, "ethnicity": 0}
+TRAVERSAL_VALUES = tuple(float(v) for v in np.linspace(-3.0, 3.0, 9))
+_TRAVERSAL_DIMS = 8      # most active latent dimensions shown in the traversal figure
+_ACTIVITY_FACES = 512    # test faces used to rank latent dimensions
+_FIGURE_EXAMPLES = 8     # faces shown in the denoise / inpaint figures
+
+
+# --------------------------------------------------------------------------- helpers
+
+def open_run(run_dir: str | Path) -> tuple[Path, Any, GenerativeModel]:
+    """``(run_dir, config, model)`` of a run folder holding a generative model.
+
+    Raises:
+        RunError: not a run folder, or the run is a classifier (no encode/decode).
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    model = api.load_model(run_dir)
+    if not isinstance(model, GenerativeModel):
+        raise RunError(f"{run_dir}: a {config.model.family!r} run is not a generative model "
+                       f"(the studio commands need a vae, cvae or iaf run)")
+    return run_dir, config, model
+
+
+def test_faces(run_dir: str | Path, config: Any, n: Optional[int] = None) -> Faces:
+    """The first ``n`` faces (all when ``None``) of the run's saved test split.
+
+    Raises:
+        RunError: the test split is empty.
+    """
+    from shared.data.splits import Split
+
+    faces = api.load_run_data(config)
+    test = np.asarray(Split.load(Path(run_dir) / SPLIT, faces).test)
+    if test.size == 0:
+        raise RunError(f"{run_dir}: the run's test split is empty (test_fraction=0?)")
+    if n is not None:
+        if n < 1:
+            raise ConfigError(f"`n` must be an integer >= 1. Received: n={n!r}")
+        test = test[:n]
+    return faces.subset(test)
+
+
+def labels_for(model: GenerativeModel, faces: Faces) -> Optional[np.ndarray]:
+    """The faces' label vectors for a conditional model, else ``None``."""
+    return label_vectors(faces.labels) if model.conditional else None
+
+
+def reference_labels(model: GenerativeModel, n: int) -> Optional[np.ndarray]:
+    """``n`` copies of :data:`REFERENCE_LABEL` as label vectors (``None`` for unconditional models)."""
+    if not model.conditional:
+        return None
+    return label_vectors(pd.DataFrame({k: [v] * n for k, v in REFERENCE_LABEL.items()}))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats with 4 significant digits, ``None``/NaN as ``–``."""
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            return "–"
+        if isinstance(v, (float, np.floating)):
+            return f"{float(v):.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def latent_activity(model: GenerativeModel, faces: Faces) -> np.ndarray:
+    """Mean KL(q(z_d|x) || N(0,1)) per latent dimension over ``faces``: ``(latent_dim,)``.
+
+    Collapsed (inactive) dimensions score ~0; the traversal figure shows the most active ones.
+    """
+    mean, logvar = model.encode(faces.floats(), labels_for(model, faces))
+    mean, logvar = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
+    return 0.5 * np.mean(mean ** 2 + np.exp(logvar) - 1.0 - logvar, axis=0)
+
+
+def _decode_grid(model: GenerativeModel, z: np.ndarray) -> np.ndarray:
+    """Decode a ``(..., D)`` latent array into ``(..., H, W)`` images with the reference label."""
+    flat = z.reshape(-1, z.shape[-1]).astype(np.float32)
+    images = np.asarray(model.decode(flat, reference_labels(model, len(flat))), dtype=np.float32)
+    return images.reshape(*z.shape[:-1], *images.shape[1:])
+
+
+# --------------------------------------------------------------------------- interpolate
+
+def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corners: str = "sample",
+                seed: int = 0) -> Path:
+    """The ``grid``×``grid`` face interpolation matrix and a latent traversal figure.
+
+    The four corners are drawn from the prior N(0, I) with ``seed`` (``corners="sample"``) or are
+    the posterior means of four test faces chosen with ``seed`` (``corners="encode"``); edges are
+    interpolated linearly (spherically with ``slerp``), the interior bilinearly from the edges.
+    The traversal decodes z = 0 with each of the most active dimensions (by mean KL on test faces)
+    set to :data:`TRAVERSAL_VALUES`.
+
+    Writes ``figures/interpolation_{lerp|slerp}_{sample|encode}.png`` and ``figures/traversal.png``.
+
+    Returns:
+        The run's ``figures`` folder.
+
+    Raises:
+        ConfigError: ``grid`` < 2 or unknown ``corners``.
+        RunError: not a generative run.
+    """
+    from shared.grids import interpolation_matrix, traversal
+    from shared.plotting import image_grid, interpolation_figure
+
+    if corners not in ("sample", "encode"):
+        raise ConfigError(f"`corners` must be one of {{'sample', 'encode'}}. Received: corners={corners!r}")
+    if not isinstance(grid, int) or grid < 2:
+        raise ConfigError(f"`grid` must be an integer >= 2. Received: grid={grid!r}")
+    run_dir, config, model = open_run(run_dir)
+    rng = np.random.default_rng(seed)
+    faces = test_faces(run_dir, config, _ACTIVITY_FACES)
+    if corners == "sample":
+        z4 = rng.standard_normal((4, model.latent_dim)).astype(np.float32)
+    else:
+        if len(faces) < 4:
+            raise RunError(f"{run_dir}: corners='encode' needs 4 test faces, the split has {len(faces)}")
+        chosen = faces.subset(np.sort(rng.choice(len(faces), size=4, replace=False)))
+        z4 = np.asarray(model.encode(chosen.floats(), labels_for(model, chosen))[0], dtype=np.float32)
+
+    matrix = interpolation_matrix(z4, grid, slerp=slerp)             # (n, n, D)
+    images = _decode_grid(model, matrix)                               # (n, n, H, W)
+    kind = "slerp" if slerp else "lerp"
+    figs = figures_dir(run_dir)
+    interpolation_figure(images, figs / f"interpolation_{kind}_{corners}.png",
+                         title=f"{config.model.family} d={model.latent_dim} β={config.model.beta:g}: "
+                               f"{kind}, corners {corners} (seed {seed})")
+
+    activity = latent_activity(model, faces)
+    dims = [int(d) for d in np.argsort(-activity, kind="stable")[:min(_TRAVERSAL_DIMS, model.latent_dim)]]
+    paths = traversal(np.zeros(model.latent_dim, np.float32), dims, TRAVERSAL_VALUES)  # (k, V, D)
+    rows = _decode_grid(model, np.asarray(paths))                                   # (k, V, H, W)
+    image_grid(list(rows), figs / "traversal.png",
+               row_titles=[f"z{d} (KL {activity[d]:.2f})" for d in dims],
+               col_titles=[f"{v:+.2g}" for v in TRAVERSAL_VALUES],
+               title="latent traversal from z = 0 (most active dimensions)")
+    log.info("interpolation (%s, %s) and traversal figures written to %s", kind, corners, figs)
+    return figs
+
+
+# --------------------------------------------------------------------------- denoise
+
+DENOISERS = ("noisy", "mean", "median", "vae")
+
+
+def denoise_table(model: GenerativeModel, clean: np.ndarray, sigmas: Sequence[float], *, seed: int = 0,
+                  labels: Optional[np.ndarray] = None) -> tuple[list[dict[str, Any]], dict[float, dict]]:
+    """PSNR/SSIM against ``clean`` of the noisy input, mean filter, median filter and VAE.
+
+    Args:
+        model: protocol model (``reconstruct`` is the VAE denoiser).
+        clean: ``(N, H, W)`` float32 in [0, 1].
+        sigmas: noise standard deviations on the [0, 1] scale; noisy images are clipped to [0, 1].
+        seed: seeds the noise (σ i uses ``seed + i``).
+        labels: label vectors for conditional models.
+
+    Returns:
+        ``(rows, images)``: one row per (σ, method) with ``sigma``, ``method``, ``psnr``, ``ssim``
+        (means over faces), and per σ the images ``{"noisy", "mean", "median", "vae"}``.
+    """
+    from shared.corruptions import gaussian_noise, mean_filter, median_filter
+    from shared.image_metrics import psnr, ssim
+
+    rows: list[dict[str, Any]] = []
+    images: dict[float, dict] = {}
+    for i, sigma in enumerate(sigmas):
+        noisy = np.clip(np.asarray(gaussian_noise(clean, float(sigma), seed + i), np.float32), 0.0, 1.0)
+        outs = {"noisy": noisy, "mean": np.asarray(mean_filter(noisy), np.float32),
+                "median": np.asarray(median_filter(noisy), np.float32),
+                "vae": np.asarray(model.reconstruct(noisy, labels), np.float32)}
+        images[float(sigma)] = outs
+        for method in DENOISERS:
+            rows.append({"sigma": float(sigma), "method": method,
+                         "psnr": float(np.mean(psnr(outs[method], clean))),
+                         "ssim": float(np.mean(ssim(outs[method], clean)))})
+    return rows, images
+
+
+def denoise(run_dir: str | Path, *, sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.5), n: int = 256,
+            seed: int = 0) -> Path:
+    """VAE reconstruction vs mean and median filters (3×3) on noisy test faces.
+
+    Writes ``denoise.json`` and ``denoise.md`` (PSNR/SSIM against the clean faces, mean over the
+    first ``n`` test faces) in the run folder and ``figures/denoise.png`` (rows: σ × example;
+    columns: clean | noisy | mean | median | VAE).
+
+    Returns:
+        The run folder.
+
+    Raises:
+        ConfigError: a σ outside (0, 1] or no σ.
+        RunError: not a generative run.
+    """
+    from shared.plotting import image_grid
+
+    sigmas = tuple(float(s) for s in sigmas)
+    if not sigmas or any(not 0.0 < s <= 1.0 for s in sigmas):
+        raise ConfigError(f"`sigmas` must be numbers in (0, 1]. Received: sigmas={list(sigmas)}")
+    run_dir, config, model = open_run(run_dir)
+    faces = test_faces(run_dir, config, n)
+    clean = faces.floats()
+    rows, images = denoise_table(model, clean, sigmas, seed=seed, labels=labels_for(model, faces))
+    result = {"run_dir": str(run_dir), "n_faces": len(clean), "seed": seed, "sigmas": list(sigmas),
+              "filter_size": 3, "results": rows}
+    atomic_write_json(run_dir / "denoise.json", result)
+    by = {(r["sigma"], r["method"]): r for r in rows}
+    table = markdown_table(["σ"] + [f"{m} PSNR" for m in DENOISERS] + [f"{m} SSIM" for m in DENOISERS],
+                           [[s] + [by[s, m]["psnr"] for m in DENOISERS] + [by[s, m]["ssim"] for m in DENOISERS]
+                            for s in sigmas])
+    atomic_write_text(run_dir / "denoise.md",
+                      f"# Denoising — {len(clean)} test faces, seed {seed}\n\nPSNR (dB) and SSIM against the "
+                      f"clean faces; noisy = input, mean/median = 3×3 filters, vae = reconstruction.\n\n{table}")
+
+    k = min(2, len(clean))
+    grid_rows, titles = [], []
+    for s in sigmas:
+        for j in range(k):
+            grid_rows.append(np.stack([clean[j]] + [images[s][m][j] for m in DENOISERS]))
+            titles.append(f"σ={s:g} #{j}")
+    image_grid(grid_rows, figures_dir(run_dir) / "denoise.png", row_titles=titles,
+               col_titles=["clean", "noisy", "mean", "median", "VAE"], title="denoising")
+    log.info("denoise table written to %s", run_dir / "denoise.md")
+    return run_dir
+
+
+# --------------------------------------------------------------------------- inpaint
+
+def inpaint(run_dir: str | Path, *, mask: str = "box", method: str = "iterate", n: int = 256, seed: int = 0,
+            iterations: int = 50, steps: int = 200) -> Path:
+    """Fill masked regions of test faces and compare with the mean-fill baseline.
+
+    Methods: ``decode`` (one-shot reconstruction of the masked face), ``iterate`` (iterative
+    projection, ``iterations`` rounds; see :func:`shared.inpainting.iterative_projection`) and
+    ``optimize`` (the backend's latent optimisation with a prior term, ``steps`` steps). Every
+    result keeps the known pixels. Scores: PSNR over the missing pixels only, SSIM over the full
+    filled image, mean over faces.
+
+    Writes ``inpaint_{mask}_{method}.json``/``.md`` in the run folder and
+    ``figures/inpaint_{mask}_{method}.png`` (rows: original | masked | mean-fill | method).
+
+    Returns:
+        The run folder.
+
+    Raises:
+        ConfigError: unknown ``mask`` or ``method``.
+        RunError: not a generative run.
+    """
+    from shared.corruptions import apply_mask, mean_fill
+    from shared.inpainting import METHODS, composite, decode_fill, inpaint_metrics, iterative_projection, make_mask
+    from shared.plotting import comparison_rows
+    from shared.registry import get_backend
+
+    if method not in METHODS:
+        raise ConfigError(f"`method` must be one of {set(METHODS)}. Received: method={method!r}")
+    run_dir, config, model = open_run(run_dir)
+    faces = test_faces(run_dir, config, n)
+    clean, labels = faces.floats(), labels_for(model, faces)
+    holes = make_mask(mask, len(clean), clean.shape[-1], seed=seed)
+    masked = np.asarray(apply_mask(clean, holes, fill=0.0), np.float32)
+    baseline = composite(masked, np.asarray(mean_fill(masked, holes), np.float32), holes)
+    if method == "decode":
+        filled = decode_fill(model, masked, holes, labels)
+    elif method == "iterate":
+        filled = iterative_projection(model, masked, holes, iterations=iterations, labels=labels, start=baseline)
+    else:
+        out = get_backend(config.backend).inpaint_optimize(model, masked, holes, steps=steps, seed=seed)
+        filled = composite(masked, np.asarray(out, np.float32), holes)
+
+    scores = {"mean_fill": inpaint_metrics(baseline, clean, holes), method: inpaint_metrics(filled, clean, holes)}
+    name = f"inpaint_{mask}_{method}"
+    settings = {"iterations": iterations} if method == "iterate" else {"steps": steps} if method == "optimize" else {}
+    atomic_write_json(run_dir / f"{name}.json", {
+        "run_dir": str(run_dir), "mask": mask, "method": method, "n_faces": len(clean), "seed": seed,
+        "missing_fraction": float(holes.mean()), **settings, "results": scores})
+    table = markdown_table(["method", "masked-region PSNR (dB)", "SSIM (full image)"],
+                           [[m, s["psnr"], s["ssim"]] for m, s in scores.items()])
+    atomic_write_text(run_dir / f"{name}.md",
+                      f"# Inpainting — {mask} mask, {method}, {len(clean)} test faces, seed {seed}\n\n"
+                      f"{100 * holes.mean():.1f}% of pixels missing.\n\n{table}")
+    k = min(_FIGURE_EXAMPLES, len(clean))
+    comparison_rows({"original": clean[:k], "masked": masked[:k], "mean-fill": baseline[:k], method: filled[:k]},
+                    figures_dir(run_dir) / f"{name}.png", title=f"inpainting: {mask} mask, {method}")
+    log.info("inpainting (%s, %s) written to %s", mask, method, run_dir / f"{name}.md")
+    return run_dir
