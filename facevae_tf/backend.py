@@ -1,0 +1,126 @@
+"""The TF backend surface used by :mod:`shared.api`: ``train``, ``load``, ``evaluate``, ``inpaint_optimize``.
+
+Models: ``vae``, ``cvae`` (labels from :func:`shared.faces.label_vectors`) and ``iaf``. A run folder
+holds ``config.json`` and ``checkpoints/{last,best}`` (``tf.train.Checkpoint``); :func:`load` needs
+nothing else. See :mod:`facevae_tf.trainer` for seeding and determinism.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facevae_tf import checkpoint
+from facevae_tf.evaluation import evaluate
+from facevae_tf.generative import CHUNK, TFGenerativeModel, arrays_of
+from facevae_tf.models import build_model
+from facevae_tf.trainer import fit, seed_everything
+from shared.config import RunConfig
+from shared.errors import ConfigError, FaceVAEError
+from shared.faces import Faces
+from shared.runs import load_run_config
+
+__all__ = ["train", "load", "evaluate", "inpaint_optimize", "arrays_of"]
+
+log = logging.getLogger(__name__)
+
+
+def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume: bool = False) -> dict:
+    """Train the model of ``config`` on ``split.train`` (validating on ``split.val``) into ``run_dir``.
+
+    Seeds Python/numpy/TF globals with ``config.train.seed`` (see :func:`facevae_tf.trainer.seed_everything`).
+
+    Returns:
+        The best epoch's metrics record.
+
+    Raises:
+        ConfigError: the config is not a tf generative model; NonFiniteLossError: NaN/inf loss;
+        RunError: ``resume`` without a checkpoint.
+    """
+    if config.backend != "tf":
+        raise ConfigError(f"`backend` must be 'tf' for facevae_tf. Received: backend={config.backend!r}")
+    if config.model.image_size != faces.images.shape[1]:
+        raise ConfigError(f"`image_size` {config.model.image_size} does not match the faces "
+                          f"({faces.images.shape[1]}×{faces.images.shape[2]})")
+    seed_everything(config.train.seed)
+    model = build_model(config.model)
+    label_dim = model.label_dim
+    train_arrays = arrays_of(faces.subset(split.train), label_dim)
+    val_arrays = arrays_of(faces.subset(split.val), label_dim)
+    log.info("tf %s: %d parameters, %d train / %d val faces", config.model.family, model.count_params(),
+             len(train_arrays["x"]), len(val_arrays["x"]))
+    return fit(model, train_arrays, val_arrays, config, Path(run_dir), resume=resume)
+
+
+def load(run_dir: Path, which: str = "best") -> TFGenerativeModel:
+    """The trained model of ``run_dir`` (``best`` checkpoint, else ``last``) behind the numpy protocol.
+
+    Raises:
+        RunError: not a run folder or no checkpoint; ConfigError: not a tf generative run.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if config.backend != "tf":
+        raise ConfigError(f"{run_dir} was trained with backend {config.backend!r}, not 'tf'")
+    model = build_model(config.model)
+    if which == "best" and not checkpoint.has_checkpoint(run_dir, "best"):
+        which = "last"
+    checkpoint.restore(run_dir, which, tf.train.Checkpoint(model=model), partial=True)
+    return TFGenerativeModel(model, config)
+
+
+def inpaint_optimize(model: TFGenerativeModel, images: np.ndarray, mask: np.ndarray, *, steps: int = 200,
+                     lr: float = 0.05, prior_weight: float = 1.0, seed: int = 0,
+                     labels: Optional[np.ndarray] = None) -> np.ndarray:
+    """Latent-optimisation inpainting: fit z to the known pixels with a prior term ½‖z‖².
+
+    z starts at the encoder mean of the masked faces (missing pixels set to 0, plus N(0, 0.01²)
+    jitter drawn with ``seed``) and minimises ``NLL(known pixels | z) + prior_weight · ½‖z‖²``
+    with Adam; the weights stay frozen. Mirrors ``facevae.backend.inpaint_optimize``.
+
+    Args:
+        model: a loaded VAE (:func:`load`).
+        images: ``(N, H, W)`` faces in [0, 1] (values under the mask are ignored).
+        mask: ``(N, H, W)`` or ``(H, W)`` bool, True where a pixel is missing.
+        steps, lr, prior_weight: optimisation settings.
+        seed: seeds the jitter.
+        labels: ``(N, 7)`` labels, required by conditional models.
+
+    Returns:
+        Decoded images ``(N, H, W)`` float32 in [0, 1] (the caller composites the known pixels).
+
+    Raises:
+        FaceVAEError: bad shapes or ``steps``, or missing labels for a conditional model.
+    """
+    if steps < 0:
+        raise FaceVAEError(f"`steps` must be >= 0. Received: steps={steps}")
+    x = model.images_nhwc(images)
+    known_np = (~np.broadcast_to(np.asarray(mask, dtype=bool), x.shape[:3]))[..., None].astype(np.float32)
+    y_np = model.labels_or_empty(labels, len(x))
+    if len(x) == 0:
+        return x[..., 0]
+    net = model.keras_model
+    rng = np.random.default_rng(int(seed))
+    outs = []
+    for i in range(0, len(x), CHUNK):
+        xt, known, y = (tf.constant(a[i:i + CHUNK]) for a in (x, known_np, y_np))
+        z0 = net.posterior(xt * known, y, training=False)["mean"]
+        z = tf.Variable(z0 + 0.01 * rng.standard_normal(z0.shape).astype(np.float32))
+        opt = keras.optimizers.Adam(learning_rate=lr)
+        opt.build([z])
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                nll = net.nll(xt, net.decode_logits(z, y, training=False), known)
+                loss = tf.reduce_sum(nll) + prior_weight * 0.5 * tf.reduce_sum(tf.square(z))
+            opt.apply_gradients([(tape.gradient(loss, z), z)])
+
+        for _ in range(int(steps)):
+            step()
+        outs.append(tf.sigmoid(net.decode_logits(z, y, training=False)).numpy()[..., 0])
+    return np.concatenate(outs).astype(np.float32)

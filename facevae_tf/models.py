@@ -1,0 +1,206 @@
+"""Keras 3 models ``vae``, ``cvae`` and ``iaf``, one base class built from :func:`shared.architecture.vae_plan`.
+
+Every loss term is computed explicitly by :meth:`FaceVAE.loss_terms` (never through ``add_loss``:
+the original conditional VAE lost its KL term that way). The trainer only reads ``terms["loss"]``.
+
+Layer order and names follow the plan (``encoder_*``, ``encoder_dense_*``, ``head_mean``,
+``head_logvar``, ``head_context``, ``decoder_*``); see :meth:`FaceVAE.plan_layers`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from facevae_tf.layers import apply_stack, build_stack
+from facevae_tf.losses import combine_terms, kl_diag_normal, log_normal_diag, log_standard_normal, recon_nll
+from shared.architecture import vae_plan
+from shared.config import ModelConfig
+from shared.errors import ConfigError
+
+__all__ = ["FaceVAE", "ConditionalVAE", "IAFVAE", "build_model", "MODEL_CLASSES"]
+
+
+class FaceVAE(keras.Model):
+    """Convolutional VAE with a diagonal Gaussian posterior (family ``vae``).
+
+    Args:
+        config: the model config; ``config.family`` picks the subclass via :func:`build_model`.
+
+    Inputs are images ``x`` ``(B, H, W, 1)`` float in [0, 1] and labels ``y`` ``(B, label_dim)``
+    (``label_dim`` is 0 for unconditional models, so ``y`` may be ``(B, 0)``).
+    """
+
+    conditional = False
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(name=kwargs.pop("name", f"facevae_{config.family}"), **kwargs)
+        self.model_config = config
+        self.plan = plan = vae_plan(config)
+        self.latent_dim = plan.latent_dim
+        self.label_dim = plan.label_dim
+        self.encoder_layers = build_stack(plan.encoder, "encoder")
+        self.encoder_dense = build_stack(plan.encoder_dense, "encoder_dense")
+        heads = plan.heads
+        self.head_mean = keras.layers.Dense(heads["mean"].out_dim, name="head_mean")
+        self.head_logvar = keras.layers.Dense(heads["logvar"].out_dim, name="head_logvar")
+        self.head_context = (keras.layers.Dense(heads["context"].out_dim, name="head_context")
+                             if "context" in heads else None)
+        self.decoder_layers = build_stack(plan.decoder, "decoder")
+        self.flow = self._make_flow(config)
+        self._build_all()
+
+    # -- construction -------------------------------------------------------------------------
+    def _build_all(self) -> None:
+        """Create every weight by running one tiny forward pass (inference mode, no state change)."""
+        s = self.model_config.image_size
+        x = tf.zeros((1, s, s, 1))
+        y = tf.zeros((1, self.label_dim))
+        post = self.posterior(x, y, training=False)
+        self.sample_posterior(post, tf.zeros((1, self.latent_dim)))
+        self.decode_logits(post["mean"], y, training=False)
+        self.built = True
+
+    def _make_flow(self, config: ModelConfig) -> Optional[keras.layers.Layer]:
+        return None
+
+    def plan_layers(self) -> list[keras.layers.Layer]:
+        """Every weighted or stateless layer in plan order (encoder, encoder dense, heads, decoder)."""
+        heads = [self.head_mean, self.head_logvar] + ([self.head_context] if self.head_context is not None else [])
+        return [*self.encoder_layers, *self.encoder_dense, *heads, *self.decoder_layers]
+
+    # -- networks -----------------------------------------------------------------------------
+    def _with_labels(self, h: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.concat([h, tf.cast(y, h.dtype)], axis=-1) if self.label_dim else h
+
+    def posterior(self, x: tf.Tensor, y: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+        """Encoder heads: ``mean``, ``logvar`` ``(B, D)`` (and ``context`` ``(B, C)`` for IAF)."""
+        h = apply_stack(self.encoder_layers, x, training)          # (B, flat_dim), NHWC order
+        h = apply_stack(self.encoder_dense, self._with_labels(h, y), training)  # (B, feature_dim)
+        out = {"mean": self.head_mean(h), "logvar": self.head_logvar(h)}
+        if self.head_context is not None:
+            out["context"] = self.head_context(h)
+        return out
+
+    def decode_logits(self, z: tf.Tensor, y: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Decoder logits ``(B, H, W, 1)`` from z ``(B, D)`` (and labels for conditional models)."""
+        return apply_stack(self.decoder_layers, self._with_labels(z, y), training)
+
+    def sample_posterior(self, post: dict[str, tf.Tensor], eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Reparameterised ``z = mean + σ·eps`` and its exact ``log q(z|x)`` ``(B,)``."""
+        z = post["mean"] + tf.exp(0.5 * post["logvar"]) * eps
+        return z, log_normal_diag(z, post["mean"], post["logvar"])
+
+    def posterior_mode(self, post: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The latent decoded by ``reconstruct``: the posterior mean."""
+        return post["mean"]
+
+    def rate(self, post: dict[str, tf.Tensor], z: tf.Tensor, log_q: tf.Tensor) -> tf.Tensor:
+        """KL(q(z|x) || p(z)): analytic per dimension ``(B, D)`` for the diagonal Gaussian."""
+        return kl_diag_normal(post["mean"], post["logvar"])
+
+    def nll(self, x: tf.Tensor, logits: tf.Tensor, weight: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """−log p(x|z) per image ``(B,)`` under the configured likelihood (see :func:`recon_nll`)."""
+        c = self.model_config
+        return recon_nll(x, logits, c.likelihood, c.sigma_mode, c.sigma, weight)
+
+    # -- losses -------------------------------------------------------------------------------
+    def loss_terms(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, beta, training: bool = False
+                   ) -> dict[str, tf.Tensor]:
+        """Every loss term of a batch, each computed explicitly.
+
+        Args:
+            x: images ``(B, H, W, 1)`` in [0, 1]; y: labels ``(B, label_dim)``.
+            eps: standard normal noise ``(B, D)`` for the reparameterisation.
+            beta: the KL weight (the trainer passes the warmed-up β in training, the target β in validation).
+            training: BatchNorm mode; free bits shape the training loss only.
+
+        Returns:
+            ``loss``, ``distortion``, ``rate``, ``elbo``, ``beta`` (scalars, means over the batch).
+        """
+        distortion, rate, _ = self.image_terms(x, y, eps, training=training)
+        free_bits = self.model_config.free_bits if training else 0.0
+        return combine_terms(distortion, rate, beta, free_bits, self.latent_dim)
+
+    def image_terms(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, training: bool = False
+                    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+        """Per-image distortion ``(B,)``, rate (``(B, D)`` analytic or ``(B,)`` sampled) and the posterior heads."""
+        post = self.posterior(x, y, training=training)
+        z, log_q = self.sample_posterior(post, eps)
+        distortion = self.nll(x, self.decode_logits(z, y, training=training))
+        return distortion, self.rate(post, z, log_q), post
+
+    def log_weights(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+        """Importance log-weights ``log p(x|z) + log p(z) − log q(z|x)`` for k samples per image.
+
+        Args:
+            x: ``(B, H, W, 1)``; y: ``(B, label_dim)``; eps: ``(B, k, D)`` standard normal noise.
+
+        Returns:
+            ``(B, k)`` log-weights (inference mode).
+        """
+        b, k = tf.shape(eps)[0], tf.shape(eps)[1]
+        post = self.posterior(x, y, training=False)
+        rep = {name: tf.repeat(v, k, axis=0) for name, v in post.items()}  # (B*k, ·), image-major
+        z, log_q = self.sample_posterior(rep, tf.reshape(eps, (-1, self.latent_dim)))
+        y_rep = tf.repeat(y, k, axis=0)
+        logits = self.decode_logits(z, y_rep, training=False)
+        x_rep = tf.repeat(x, k, axis=0)
+        log_w = -self.nll(x_rep, logits) + log_standard_normal(z) - log_q
+        return tf.reshape(log_w, (b, k))
+
+    def call(self, inputs, training: bool = False):
+        """``(x, y) -> logits`` of the posterior-mode reconstruction."""
+        x, y = inputs
+        post = self.posterior(x, y, training=training)
+        return self.decode_logits(self.posterior_mode(post), y, training=training)
+
+
+class ConditionalVAE(FaceVAE):
+    """Conditional VAE (family ``cvae``): the label vector of :func:`shared.faces.label_vectors`
+    (gender, ethnicity one-hot, age / 100) is concatenated to the flattened conv features before
+    the encoder dense stack and to z before the decoder, as :class:`shared.architecture.VAEPlan` documents."""
+
+    conditional = True
+
+
+class IAFVAE(FaceVAE):
+    """VAE whose posterior is a diagonal Gaussian followed by an inverse autoregressive flow (family ``iaf``).
+
+    The flow (:class:`facevae_tf.iaf.IAFPosterior`) is conditioned on the context head h and
+    returns log q(z|x) exactly; the rate is the single-sample estimate log q(z|x) − log p(z).
+    With ``flow_steps=0`` it reduces to the diagonal Gaussian.
+    """
+
+    def _make_flow(self, config: ModelConfig) -> keras.layers.Layer:
+        from facevae_tf.iaf import IAFPosterior  # the flow lives in its own module
+
+        return IAFPosterior(config.latent_dim, config.context_dim, config.flow_steps, config.flow_hidden)
+
+    def sample_posterior(self, post: dict[str, tf.Tensor], eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.flow(post["mean"], post["logvar"], post["context"], eps)
+
+    def posterior_mode(self, post: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The flow applied to the base mean (eps = 0), the latent the decoder is trained around."""
+        z, _ = self.sample_posterior(post, tf.zeros_like(post["mean"]))
+        return z
+
+    def rate(self, post: dict[str, tf.Tensor], z: tf.Tensor, log_q: tf.Tensor) -> tf.Tensor:
+        return log_q - log_standard_normal(z)  # (B,) single-sample KL estimate
+
+
+MODEL_CLASSES = {"vae": FaceVAE, "cvae": ConditionalVAE, "iaf": IAFVAE}
+
+
+def build_model(config: ModelConfig) -> FaceVAE:
+    """The Keras model of ``config.family`` with every weight created.
+
+    Raises:
+        ConfigError: the family is not a generative model of this backend.
+    """
+    cls: Optional[type] = MODEL_CLASSES.get(config.family)
+    if cls is None:
+        raise ConfigError(f"`family` must be one of {set(MODEL_CLASSES)} on the tf backend. "
+                          f"Received: family={config.family!r}")
+    return cls(config)
