@@ -18,7 +18,7 @@ from shared.errors import RunError
 from shared.registry import get_backend, resolve_backend_name
 from shared.runs import CONFIG, EVAL, SPLIT, atomic_write_json, load_run_config
 
-__all__ = ["build_config", "train", "evaluate", "load_model", "load_run_data"]
+__all__ = ["build_config", "train", "evaluate", "load_model", "load_run_data", "convert"]
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +120,69 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
               "n_faces": len(faces), **result}
     atomic_write_json(run_dir / EVAL, result)
     return result
+
+
+def convert(run_dir: str | Path, *, to: str, out: str | Path) -> Path:
+    """Move a trained ``vae`` run to the other backend: a complete run folder ``out`` for backend ``to``.
+
+    The weights travel as numpy arrays (:mod:`shared.weight_layout`): the source backend's
+    ``weights_io`` exports them, they are converted layer by layer (conv/deconv kernels, dense
+    matrices, flatten order, BatchNorm statistics) and the target backend writes its own ``best``
+    checkpoint. ``out`` receives ``config.json`` (``backend`` changed), ``split.json`` and
+    ``metrics.jsonl`` (copied) and ``checkpoints/best``; it is assembled in a temporary folder and
+    renamed into place. The converted run loads and evaluates; it cannot be resumed (no optimizer).
+
+    Args:
+        run_dir: a trained run folder (torch or tf, family ``vae``).
+        to: the target backend, ``torch`` or ``tf``.
+        out: the new run folder (must not exist yet).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ConfigError: ``to`` is unknown, equals the run's backend, or the family exists only on one backend.
+        RunError: ``run_dir`` is not a run or ``out`` already exists.
+    """
+    import dataclasses
+    import importlib
+    import shutil
+    import uuid
+
+    from shared.config import BACKENDS
+    from shared.errors import ConfigError
+    from shared.runs import METRICS
+    from shared.weight_layout import WEIGHTS_IO_MODULES, convert_weights
+    from shared.architecture import vae_plan
+
+    run_dir, out = Path(run_dir), Path(out)
+    config = load_run_config(run_dir)
+    if to not in BACKENDS:
+        raise ConfigError(f"`to` must be one of {set(BACKENDS)}. Received: to={to!r}")
+    if to == config.backend:
+        raise ConfigError(f"{run_dir} is already a {to!r} run; `to` must name the other backend. Received: to={to!r}")
+    if config.model.family != "vae":
+        raise ConfigError(f"only `family` 'vae' exists on both backends and can be converted. "
+                          f"Received: family={config.model.family!r}")
+    if out.exists():
+        raise RunError(f"{out}: already exists; choose a new folder for the converted run")
+    src_io = importlib.import_module(WEIGHTS_IO_MODULES[config.backend])
+    dst_io = importlib.import_module(WEIGHTS_IO_MODULES[to])
+    _, weights = src_io.load_run_weights(run_dir)
+    weights = convert_weights(weights, vae_plan(config.model), src=config.backend, dst=to)
+    new_config = dataclasses.replace(config, backend=to)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        new_config.save(tmp / CONFIG)
+        for name in (SPLIT, METRICS):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, tmp / name)
+        dst_io.save_run_weights(new_config, weights, tmp)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("converted %s (%s) to %s (%s)", run_dir, config.backend, out, to)
+    return out

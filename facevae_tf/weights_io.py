@@ -1,0 +1,78 @@
+"""Plan-keyed numpy weights of a Keras :class:`~facevae_tf.models.FaceVAE` (export, import, run folders).
+
+Keys and layouts are described in :mod:`shared.weight_layout`; arrays stay in Keras's native layout
+(conv ``(kh, kw, I, O)``, deconv ``(kh, kw, O, I)``, dense ``(in, out)``, flatten order H·W·C).
+Only the layers of the plan are covered (an IAF flow's MADE weights are not part of the plan).
+The torch backend has the mirror module ``facevae.weights_io``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facevae_tf import checkpoint
+from facevae_tf.models import FaceVAE, build_model
+from shared.config import RunConfig
+from shared.weight_layout import PlanSlot, convert_weights, plan_slots
+
+__all__ = ["export_plan_weights", "import_plan_weights", "load_run_weights", "save_run_weights"]
+
+# plan role -> Keras variable attribute
+_KERAS_NAMES = {"kernel": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta",
+                "moving_mean": "moving_mean", "moving_var": "moving_variance"}
+
+
+def _layer_at(model: FaceVAE, slot: PlanSlot) -> keras.layers.Layer:
+    if slot.section.startswith("head_"):
+        return getattr(model, slot.section)
+    stacks = {"encoder": model.encoder_layers, "encoder_dense": model.encoder_dense, "decoder": model.decoder_layers}
+    return stacks[slot.section][slot.index]
+
+
+def export_plan_weights(model: FaceVAE) -> dict[str, np.ndarray]:
+    """Every plan weight of ``model`` as float32 numpy arrays in Keras layout, keyed by plan position."""
+    out: dict[str, np.ndarray] = {}
+    for slot in plan_slots(model.plan):
+        layer = _layer_at(model, slot)
+        for role in slot.roles:
+            out[f"{slot.prefix}.{role}"] = np.array(getattr(layer, _KERAS_NAMES[role]).numpy(), dtype=np.float32)
+    return out
+
+
+def import_plan_weights(model: FaceVAE, weights: Mapping[str, np.ndarray]) -> FaceVAE:
+    """Assign plan-keyed Keras-layout arrays to ``model`` (in place); returns ``model``.
+
+    Raises:
+        ConfigError: missing/unexpected keys or arrays of the wrong shape.
+    """
+    checked = convert_weights(weights, model.plan, src="tf", dst="tf")  # validates keys and shapes
+    for slot in plan_slots(model.plan):
+        layer = _layer_at(model, slot)
+        for role in slot.roles:
+            getattr(layer, _KERAS_NAMES[role]).assign(checked[f"{slot.prefix}.{role}"])
+    return model
+
+
+def load_run_weights(run_dir: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
+    """The config and plan weights (Keras layout) of a TF run folder (``best`` checkpoint, else ``last``)."""
+    from facevae_tf.backend import load
+
+    model = load(Path(run_dir))
+    return model.config, export_plan_weights(model.keras_model)
+
+
+def save_run_weights(config: RunConfig, weights: Mapping[str, np.ndarray], run_dir: Path) -> Path:
+    """Write plan weights (Keras layout) as ``run_dir/checkpoints/best``, loadable by ``facevae_tf.backend.load``.
+
+    The checkpoint holds the model only (no optimizer or generator), so the run can be loaded and
+    evaluated but not resumed.
+
+    Returns:
+        The checkpoint folder.
+    """
+    model = import_plan_weights(build_model(config.model), weights)
+    return checkpoint.save(Path(run_dir), "best", tf.train.Checkpoint(model=model))
