@@ -1,0 +1,93 @@
+"""A cache of decoded face sets keyed by the content hash of their source.
+
+One uncompressed ``.npz`` per (source content, image size, loader version) in ``$FACEVAE_CACHE``
+(default ``~/.cache/facevae``), written atomically. A changed source has a new hash, so stale
+entries are never read; a damaged entry is ignored and rewritten.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.faces import Faces
+from shared.runs import atomic_write_bytes
+
+__all__ = ["CACHE_VERSION", "cache_dir", "digest_file", "digest_folder", "cache_path", "read", "write"]
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when a loader's output for the same bytes changes
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """``$FACEVAE_CACHE`` when set, else ``~/.cache/facevae``."""
+    env = os.environ.get("FACEVAE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "facevae"
+
+
+def digest_file(path: Path) -> str:
+    """BLAKE2b hex digest of a file's bytes."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "blake2b").hexdigest()
+
+
+def digest_folder(path: Path, names: list[str]) -> str:
+    """BLAKE2b hex digest over the names and bytes of ``names`` inside ``path`` (in the given order)."""
+    h = hashlib.blake2b()
+    for name in names:
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+        p = path / name
+        if p.is_file():
+            h.update(p.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def cache_path(kind: str, digest: str, image_size: int) -> Path:
+    """Where the entry for this source lives."""
+    return cache_dir() / f"{kind}-{digest[:32]}-s{image_size}-v{CACHE_VERSION}.npz"
+
+
+def read(path: Path) -> tuple[Faces, dict[str, Any]] | None:
+    """The cached faces and their report dict, or ``None`` when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            images = z["images"]
+            cols = {c: z[f"label_{c}"] for c in meta["columns"]}
+    except Exception as exc:  # a damaged entry is rebuilt, never fatal
+        log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
+        return None
+    labels = pd.DataFrame({c: (pd.array(v.astype(object), dtype="str") if v.dtype.kind == "U" else v)
+                           for c, v in cols.items()})
+    return Faces(images, labels), meta["report"]
+
+
+def write(path: Path, faces: Faces, report: dict[str, Any]) -> bool:
+    """Store ``faces`` and ``report`` atomically; a failure is logged, not raised."""
+    arrays: dict[str, np.ndarray] = {"images": np.ascontiguousarray(faces.images)}
+    for c in faces.labels.columns:
+        col = faces.labels[c]
+        arrays[f"label_{c}"] = (col.to_numpy(dtype=np.int64) if pd.api.types.is_integer_dtype(col)
+                                else col.astype(str).to_numpy(dtype=str))
+    meta = {"columns": list(faces.labels.columns), "report": report}
+    arrays["meta"] = np.array(json.dumps(meta))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as exc:
+        log.warning("could not write cache entry %s (%s); loading will not be cached", path, exc)
+        return False
+    return True
