@@ -109,12 +109,19 @@ class MADE(keras.layers.Layer):
             raise ValueError(f"MADE needs dim, hidden, layers >= 1 and context_dim >= 0. Received: "
                              f"dim={dim}, hidden={hidden}, layers={layers}, context_dim={context_dim}")
         masks, out_mask = _made_masks(dim, hidden, layers)
-        self.hidden_layers = [MaskedDense(m, name=f"hidden_{i}") for i, m in enumerate(masks)]
+        self.depth = len(masks)
+        for i, m in enumerate(masks):  # attributes, not a list: tf.train.Checkpoint skips Keras-3 lists
+            setattr(self, f"hidden_{i}", MaskedDense(m, name=f"hidden_{i}"))
         # h enters the first hidden layer through an unmasked connection (bias lives in hidden_0).
         self.context = keras.layers.Dense(hidden, use_bias=False, name="context") if context_dim else None
         self.m_head = MaskedDense(out_mask, kernel_scale=HEAD_INIT_SCALE, name="m_head")
         self.s_head = MaskedDense(out_mask, kernel_scale=HEAD_INIT_SCALE, bias_value=gate_bias, name="s_head")
         self.activation = keras.activations.get(activation)
+
+    @property
+    def hidden_layers(self) -> list[MaskedDense]:
+        """The masked hidden layers in order."""
+        return [getattr(self, f"hidden_{i}") for i in range(self.depth)]
 
     def call(self, z, context=None):
         a = self.hidden_layers[0](z)                       # (B, H)
@@ -172,8 +179,14 @@ class IAFPosterior(keras.layers.Layer):
             raise ValueError(f"`steps` must be >= 0. Received: steps={steps}")
         self.latent_dim, self.context_dim, self.steps, self.hidden = latent_dim, context_dim, steps, hidden
         self.made_layers, self.gate_bias = made_layers, gate_bias
-        self.flow_steps = [IAFStep(latent_dim, context_dim, hidden, layers=made_layers, gate_bias=gate_bias,
-                                   name=f"iaf_step_{t}") for t in range(steps)]
+        for t in range(steps):  # attributes, not a list: tf.train.Checkpoint skips Keras-3 lists
+            setattr(self, f"step_{t}", IAFStep(latent_dim, context_dim, hidden, layers=made_layers,
+                                               gate_bias=gate_bias, name=f"iaf_step_{t}"))
+
+    @property
+    def flow_steps(self) -> list[IAFStep]:
+        """The K steps in order."""
+        return [getattr(self, f"step_{t}") for t in range(self.steps)]
 
     def flow(self, z0, context):
         """Apply the K steps to ``z0`` ``(B, D)``; returns ``(z, log_det)`` with ``log_det`` ``(B,)``.
