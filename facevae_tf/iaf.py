@@ -174,6 +174,9 @@ class IAFPosterior(keras.layers.Layer):
 
     def __init__(self, latent_dim: int, context_dim: int, steps: int, hidden: int,
                  made_layers: int = 2, gate_bias: float = GATE_BIAS, **kwargs) -> None:
+        # A fixed default name (Keras would auto-number a second instance 'iaf_posterior_1') keeps
+        # variable paths identical across model builds, so path-keyed checkpoints restore.
+        kwargs.setdefault("name", "iaf_posterior")
         super().__init__(**kwargs)
         if steps < 0:
             raise ValueError(f"`steps` must be >= 0. Received: steps={steps}")

@@ -234,3 +234,9 @@ class TestKerasTracking:
         for a, b in zip(model.posterior.weights, fresh.posterior.weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
         np.testing.assert_array_equal(model(x, eps)[1].numpy(), fresh(x, eps)[1].numpy())
+
+    def test_variable_paths_are_stable_across_builds(self):
+        """Path-keyed checkpoints need the same paths in a second model built in the same process."""
+        paths = [[v.path for v in _built_posterior(steps=2, seed=s).weights] for s in (0, 1)]
+        assert paths[0] == paths[1] and len(set(paths[0])) == len(paths[0])
+        assert paths[0][0].startswith("iaf_posterior/iaf_step_0/made/")
