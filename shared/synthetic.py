@@ -224,17 +224,18 @@ def generate_faces(n: int, image_size: int = 48, seed: int = 0) -> Faces:
             raise ConfigError(f"`{name}` must be an integer >= {lo}. Received: {name}={value!r}")
     n, size = int(n), int(image_size)
     u = np.empty((n, _N_PARAMS), dtype=np.float64)
-    noise = np.empty((n, size, size), dtype=np.float32)
-    for i in range(n):
-        rng = np.random.default_rng([int(seed), i])
-        u[i] = rng.random(_N_PARAMS)
-        noise[i] = rng.standard_normal((size, size), dtype=np.float32)
-    gender, eth, age = _labels(u)
+    noise = np.empty((min(n, _CHUNK), size, size), dtype=np.float32)  # one chunk at a time: memory stays flat
     images = np.empty((n, size, size), dtype=np.uint8)
     for s in range(0, n, _CHUNK):
-        sl = slice(s, s + _CHUNK)
-        imgs = _render(u[sl], gender[sl], eth[sl], age[sl], noise[sl], size)
+        sl = slice(s, min(s + _CHUNK, n))
+        for i in range(sl.start, sl.stop):
+            rng = np.random.default_rng([int(seed), i])
+            u[i] = rng.random(_N_PARAMS)
+            noise[i - s] = rng.standard_normal((size, size), dtype=np.float32)
+        gender, eth, age = _labels(u[sl])
+        imgs = _render(u[sl], gender, eth, age, noise[:sl.stop - s], size)
         images[sl] = np.rint(imgs * 255.0).astype(np.uint8)
+    gender, eth, age = _labels(u)
     labels = pd.DataFrame({
         "age": age, "ethnicity": eth, "gender": gender,
         "img_name": pd.array([f"synthetic_{i:06d}.png" for i in range(n)], dtype="str"),
