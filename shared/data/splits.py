@@ -59,7 +59,7 @@ def fingerprint(faces: Faces) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Split:
     """Integer index arrays of one split and what it was made from.
 
