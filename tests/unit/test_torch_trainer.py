@@ -16,6 +16,7 @@ from facevae.trainer import NonFiniteLossError, fit, load_weights, select_device
 from shared.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from shared.errors import FaceVAEError, RunError  # noqa: E402
 from shared.runs import read_metrics  # noqa: E402
+from tests.unit.torch_vae_helpers import single_thread  # noqa: E402, F401
 
 
 class Tiny(nn.Module):
