@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 
 SWEEP_IWAE_K = 16           # importance samples per face for the IWAE column (kept small: cost ∝ k)
 RECONSTRUCTION_FACES = 8    # held-out faces in the "all models' reconstructions" figure
-# Column of the table -> key of the backend's evaluation result.
-METRIC_KEYS = {"rate": "rate", "distortion": "distortion", "neg_elbo": "neg_elbo", "iwae": "iwae",
-               "psnr": "psnr", "ssim": "ssim"}
+# Column of the table -> keys of the backend's evaluation result that may hold it (first found wins).
+METRIC_KEYS = {"rate": ("rate",), "distortion": ("distortion",), "neg_elbo": ("neg_elbo", "elbo"),
+               "iwae": ("neg_iwae", "iwae"), "psnr": ("psnr",), "ssim": ("ssim",)}
 
 
 def run_name(latent_dim: int, beta: float) -> str:
@@ -94,9 +94,9 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
 
 def _row(name: str, run_dir: Path, config: RunConfig, result: dict[str, Any]) -> dict[str, Any]:
     row = {"name": name, "run_dir": str(run_dir), "latent_dim": config.model.latent_dim, "beta": config.model.beta}
-    for column, key in METRIC_KEYS.items():
-        value = result.get(key)
-        row[column] = float(value) if isinstance(value, (int, float)) else None
+    for column, keys in METRIC_KEYS.items():
+        value = next((result[k] for k in keys if isinstance(result.get(k), (int, float))), None)
+        row[column] = None if value is None else float(value)
     return row
 
 

@@ -1,0 +1,252 @@
+"""Studio commands (interpolate, denoise, inpaint) on a fake linear "PCA VAE" satisfying the protocol."""
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+from shared import api, studio
+from shared.config import RunConfig
+from shared.errors import ConfigError, RunError
+from shared.inpainting import composite, inpaint_metrics, iterative_projection, make_mask
+from shared.protocol import GenerativeModel, as_unit_float
+
+SIZE = 32
+
+
+class LinearVAE:
+    """encode = projection onto the top principal directions, decode = clip(mean + z @ W).
+
+    Dimension 0 has the largest variance, so it is the most active latent. Records the inputs of
+    ``reconstruct`` so tests can check what a method was shown.
+    """
+
+    conditional = False
+
+    def __init__(self, images: np.ndarray, latent_dim: int = 4, config: RunConfig | None = None):
+        x = as_unit_float(images).reshape(len(images), -1).astype(np.float64)
+        self.mean = x.mean(axis=0)
+        self.w = np.linalg.svd(x - self.mean, full_matrices=False)[2][:latent_dim]  # (D, P) orthonormal rows
+        self.latent_dim, self.config, self.shape = latent_dim, config, images.shape[1:]
+        self.seen: list[np.ndarray] = []
+
+    def encode(self, images, labels=None):
+        z = (as_unit_float(images).reshape(len(images), -1) - self.mean) @ self.w.T
+        return z.astype(np.float32), np.full_like(z, -2.0, dtype=np.float32)
+
+    def decode(self, z, labels=None):
+        x = self.mean + np.asarray(z, np.float64) @ self.w
+        return np.clip(x, 0.0, 1.0).reshape(len(z), *self.shape).astype(np.float32)
+
+    def sample(self, n, seed, labels=None):
+        return self.decode(np.random.default_rng(seed).standard_normal((n, self.latent_dim)))
+
+    def reconstruct(self, images, labels=None):
+        self.seen.append(np.array(images, dtype=np.float32))
+        return self.decode(self.encode(images)[0])
+
+
+@pytest.fixture()
+def fake_run(tmp_path, monkeypatch):
+    """A run folder (config + real split of synthetic faces) whose model is a :class:`LinearVAE`."""
+    from shared.data.splits import make_split
+
+    config = api.build_config(backend="torch", model="vae", data="synthetic:120", image_size=SIZE,
+                              latent_dim=4, test_fraction=0.25)
+    faces = api.load_run_data(config)
+    split = make_split(faces, val_fraction=0.1, test_fraction=0.25, seed=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    config.save(run / "config.json")
+    split.save(run / "split.json")
+    model = LinearVAE(faces.subset(split.train).images, 4, config)
+    monkeypatch.setattr(api, "load_model", lambda run_dir: model)
+    test = faces.subset(np.asarray(split.test))
+    return types.SimpleNamespace(dir=run, model=model, test=test, config=config)
+
+
+def test_fake_model_satisfies_protocol(fake_run):
+    assert isinstance(fake_run.model, GenerativeModel)
+
+
+class TestHelpers:
+    def test_test_faces_are_the_split_test_faces(self, fake_run):
+        got = studio.test_faces(fake_run.dir, fake_run.config, 5)
+        np.testing.assert_array_equal(got.images, fake_run.test.images[:5])
+
+    def test_classifier_run_is_refused(self, fake_run, monkeypatch):
+        monkeypatch.setattr(api, "load_model", lambda run_dir: object())
+        with pytest.raises(RunError, match="not a generative model"):
+            studio.denoise(fake_run.dir, n=4)
+
+    def test_markdown_table(self):
+        text = studio.markdown_table(["a", "b"], [[1, 0.123456], ["x", float("nan")]])
+        assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.1235 |", "| x | – |"]
+
+
+class TestInterpolate:
+    def _capture(self, monkeypatch):
+        import shared.plotting as plotting
+        seen = {}
+        monkeypatch.setattr(plotting, "interpolation_figure", lambda images, path, title=None: seen.update(images=images))
+        return seen
+
+    def test_sampled_corners_and_edges(self, fake_run, monkeypatch):
+        from shared.grids import lerp
+
+        seen = self._capture(monkeypatch)
+        figs = studio.interpolate(fake_run.dir, grid=5, seed=3)
+        images, m = seen["images"], fake_run.model
+        assert images.shape == (5, 5, SIZE, SIZE)
+        z4 = np.random.default_rng(3).standard_normal((4, 4)).astype(np.float32)
+        corners = m.decode(z4)
+        for (i, j), k in zip([(0, 0), (0, -1), (-1, 0), (-1, -1)], range(4)):
+            np.testing.assert_allclose(images[i, j], corners[k], atol=1e-5)
+        # top edge: linear between the two top corners
+        np.testing.assert_allclose(images[0, 2], m.decode(np.asarray(lerp(z4[0], z4[1], 0.5))[None])[0], atol=1e-5)
+        # left edge: linear between the two left corners
+        np.testing.assert_allclose(images[1, 0], m.decode(np.asarray(lerp(z4[0], z4[2], 0.25))[None])[0], atol=1e-5)
+        assert (figs / "traversal.png").is_file()
+
+    def test_encoded_corners_are_reconstructions(self, fake_run, monkeypatch):
+        seen = self._capture(monkeypatch)
+        studio.interpolate(fake_run.dir, grid=3, corners="encode", seed=1)
+        faces = studio.test_faces(fake_run.dir, fake_run.config, 512)
+        chosen = np.sort(np.random.default_rng(1).choice(len(faces), size=4, replace=False))
+        rec = fake_run.model.reconstruct(faces.floats()[chosen])
+        got = seen["images"]
+        np.testing.assert_allclose(np.stack([got[0, 0], got[0, -1], got[-1, 0], got[-1, -1]]), rec, atol=1e-5)
+
+    def test_figures_written_and_traversal_ranks_dimension_0_first(self, fake_run):
+        figs = studio.interpolate(fake_run.dir, grid=3, slerp=True)
+        assert (figs / "interpolation_slerp_sample.png").stat().st_size > 1000
+        assert (figs / "traversal.png").stat().st_size > 1000
+        faces = studio.test_faces(fake_run.dir, fake_run.config)
+        activity = studio.latent_activity(fake_run.model, faces)
+        assert activity.shape == (4,) and int(np.argmax(activity)) == 0
+
+    @pytest.mark.parametrize("kw", [dict(grid=1), dict(corners="faces")])
+    def test_bad_arguments(self, fake_run, kw):
+        with pytest.raises(ConfigError):
+            studio.interpolate(fake_run.dir, **kw)
+
+
+class IdentityModel(LinearVAE):
+    def reconstruct(self, images, labels=None):
+        return as_unit_float(images).copy()
+
+
+class TestDenoise:
+    def test_table_is_against_the_clean_faces(self):
+        clean = np.full((6, SIZE, SIZE), 0.5, np.float32)
+        model = IdentityModel(clean + np.random.default_rng(0).random(clean.shape).astype(np.float32) * 0.1, 2)
+        rows, images = studio.denoise_table(model, clean, [0.05], seed=0)
+        by = {r["method"]: r for r in rows}
+        assert set(by) == set(studio.DENOISERS)
+        # identity "VAE" returns the noisy input: same scores as the input row
+        assert by["vae"]["psnr"] == pytest.approx(by["noisy"]["psnr"])
+        # against the clean faces, noise of σ on mid-gray gives PSNR ≈ -10 log10(σ²) = 26 dB
+        assert by["noisy"]["psnr"] == pytest.approx(26.0, abs=0.3)
+        # a 3×3 mean filter on i.i.d. noise over a flat face cuts its variance ~9×: about +9.5 dB
+        assert by["mean"]["psnr"] > by["noisy"]["psnr"] + 8
+        from shared.corruptions import gaussian_noise, median_filter
+        noisy = np.clip(gaussian_noise(clean, 0.05, 0), 0, 1)
+        np.testing.assert_allclose(images[0.05]["noisy"], noisy)
+        np.testing.assert_allclose(images[0.05]["median"], median_filter(noisy))
+
+    def test_outputs(self, fake_run):
+        run = studio.denoise(fake_run.dir, sigmas=(0.1, 0.3), n=6)
+        result = json.loads((run / "denoise.json").read_text())
+        assert result["n_faces"] == 6 and result["sigmas"] == [0.1, 0.3]
+        assert {(r["sigma"], r["method"]) for r in result["results"]} == {
+            (s, m) for s in (0.1, 0.3) for m in studio.DENOISERS}
+        md = (run / "denoise.md").read_text()
+        assert md.count("\n| 0.") == 2
+        assert (run / "figures" / "denoise.png").is_file()
+        noisy = {r["sigma"]: r["psnr"] for r in result["results"] if r["method"] == "noisy"}
+        assert noisy[0.1] > noisy[0.3]
+
+    def test_bad_sigma(self, fake_run):
+        with pytest.raises(ConfigError, match="sigmas"):
+            studio.denoise(fake_run.dir, sigmas=(0.0,))
+
+
+class TestInpaintPieces:
+    def test_masks(self):
+        box = make_mask("box", 3, 48)
+        assert box.shape == (3, 48, 48) and box.dtype == bool
+        assert box[0, 5:20, 5:40].all() and box[0].sum() == 15 * 35  # rows 5–20, cols 5–40 (end exclusive)
+        rnd = make_mask("random", 4, SIZE, seed=2)
+        assert rnd.shape == (4, SIZE, SIZE) and 0.4 < rnd.mean() < 0.6
+        np.testing.assert_array_equal(rnd, make_mask("random", 4, SIZE, seed=2))
+        with pytest.raises(ConfigError, match="mask"):
+            make_mask("circle", 1, SIZE)
+
+    def test_iterate_keeps_known_pixels_exactly(self, fake_run):
+        clean = fake_run.test.floats()[:5]
+        mask = make_mask("random", 5, SIZE, seed=0)
+        masked = np.where(mask, 0.0, clean).astype(np.float32)
+        out = iterative_projection(fake_run.model, masked, mask, iterations=3)
+        np.testing.assert_array_equal(out[~mask], clean[~mask])
+        assert not np.allclose(out[mask], 0.0)
+        assert len(fake_run.model.seen) == 3
+
+    def test_masked_psnr_only_counts_missing_pixels(self):
+        clean = np.full((2, 8, 8), 0.5, np.float32)
+        mask = np.zeros((2, 8, 8), bool)
+        mask[:, 2:4, 2:6] = True
+        filled = clean.copy()
+        filled[mask] += 0.1                       # error 0.1 in the hole -> 20 dB
+        assert inpaint_metrics(filled, clean, mask)["psnr"] == pytest.approx(20.0, abs=1e-4)
+        filled[~mask] = 0.0                       # errors outside the hole do not count for PSNR ...
+        scores = inpaint_metrics(filled, clean, mask)
+        assert scores["psnr"] == pytest.approx(20.0, abs=1e-4)
+        assert scores["ssim"] < 0.5               # ... but SSIM is over the whole image
+
+    def test_composite(self):
+        mask = np.array([[True, False]])
+        np.testing.assert_array_equal(composite(np.array([[1.0, 2.0]]), np.array([[5.0, 6.0]]), mask), [[5.0, 2.0]])
+
+
+class TestInpaint:
+    @pytest.mark.parametrize("mask", ["box", "random"])
+    def test_iterate_outputs(self, fake_run, mask):
+        run = studio.inpaint(fake_run.dir, mask=mask, method="iterate", n=6, iterations=4)
+        result = json.loads((run / f"inpaint_{mask}_iterate.json").read_text())
+        assert set(result["results"]) == {"mean_fill", "iterate"}
+        assert result["n_faces"] == 6 and result["iterations"] == 4
+        assert (run / f"inpaint_{mask}_iterate.md").is_file()
+        assert (run / "figures" / f"inpaint_{mask}_iterate.png").is_file()
+        # the method never sees the hidden pixels: every input agrees with the masked faces off the mask
+        holes = make_mask(mask, 6, SIZE, seed=0)
+        clean = studio.test_faces(fake_run.dir, fake_run.config, 6).floats()
+        for seen in fake_run.model.seen:
+            np.testing.assert_array_equal(seen[~holes], clean[~holes])
+        assert not np.allclose(fake_run.model.seen[0][holes], clean[holes])
+
+    def test_decode_beats_nothing_on_box(self, fake_run):
+        run = studio.inpaint(fake_run.dir, mask="box", method="decode", n=8)
+        res = json.loads((run / "inpaint_box_decode.json").read_text())["results"]
+        assert np.isfinite(res["decode"]["psnr"]) and 0 < res["decode"]["ssim"] <= 1
+
+    def test_optimize_calls_backend_with_masked_images(self, fake_run, monkeypatch):
+        import shared.registry as registry
+        calls = {}
+
+        def inpaint_optimize(model, images, mask, *, steps=200, lr=0.05, prior_weight=1.0, seed=0):
+            calls.update(images=images, mask=mask, steps=steps, seed=seed)
+            return np.full_like(images, 0.25)
+
+        monkeypatch.setattr(registry, "get_backend", lambda name=None: types.SimpleNamespace(
+            inpaint_optimize=inpaint_optimize))
+        run = studio.inpaint(fake_run.dir, mask="box", method="optimize", n=4, seed=5, steps=7)
+        assert calls["steps"] == 7 and calls["seed"] == 5
+        assert np.all(calls["images"][calls["mask"]] == 0.0)   # hidden pixels were blanked
+        result = json.loads((run / "inpaint_box_optimize.json").read_text())
+        assert result["steps"] == 7 and set(result["results"]) == {"mean_fill", "optimize"}
+
+    def test_bad_method(self, fake_run):
+        with pytest.raises(ConfigError, match="method"):
+            studio.inpaint(fake_run.dir, method="magic")

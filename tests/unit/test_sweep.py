@@ -1,0 +1,138 @@
+"""Sweep bookkeeping with shared.api.train/evaluate replaced by fast fakes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared import api
+from shared.errors import ConfigError, RunError
+from shared.sweep import run_name, sweep
+from tests.unit.test_studio import LinearVAE
+
+SIZE = 32
+
+
+class FakeBackend:
+    """Stands in for api.train / api.evaluate / api.load_model; records every call."""
+
+    def __init__(self, split_seeds: dict[str, int] | None = None):
+        self.trained: list[tuple[str, bool]] = []
+        self.evaluated: list[str] = []
+        self.split_seeds = split_seeds or {}
+
+    def train(self, config, out, *, resume=False):
+        from shared.data.splits import make_split
+
+        out = Path(out)
+        self.trained.append((out.name, resume))
+        if not resume:
+            faces = api.load_run_data(config)
+            seed = self.split_seeds.get(out.name, config.data.split_seed)
+            out.mkdir(parents=True)
+            make_split(faces, val_fraction=0.1, test_fraction=0.2, seed=seed).save(out / "split.json")
+            config.save(out / "config.json")
+        return out
+
+    def evaluate(self, run_dir, *, data=None, iwae_k=64, classifier=None, seed=0):
+        from shared.runs import atomic_write_json, load_run_config
+
+        run_dir = Path(run_dir)
+        self.evaluated.append(run_dir.name)
+        m = load_run_config(run_dir).model
+        result = {"data": "synthetic:80 (test split)", "rate": 3.0 * m.latent_dim * m.beta ** -0.5,
+                  "distortion": 400.0 / m.latent_dim, "neg_elbo": 1.0, "iwae": 0.9, "psnr": 20.0, "ssim": 0.5,
+                  "iwae_k_used": iwae_k}
+        atomic_write_json(run_dir / "eval.json", result)
+        return result
+
+    def load_model(self, run_dir):
+        from shared.runs import load_run_config
+        config = load_run_config(run_dir)
+        faces = api.load_run_data(config)
+        return LinearVAE(faces.images, config.model.latent_dim, config)
+
+
+@pytest.fixture()
+def fake(monkeypatch):
+    backend = FakeBackend()
+    for name in ("train", "evaluate", "load_model"):
+        monkeypatch.setattr(api, name, getattr(backend, name))
+    return backend
+
+
+@pytest.fixture()
+def base():
+    return api.build_config(backend="torch", model="vae", data="synthetic:80", image_size=SIZE, epochs=1,
+                            test_fraction=0.2)
+
+
+def test_run_name():
+    assert run_name(16, 0.1) == "d16_b0.1" and run_name(4, 1.0) == "d4_b1"
+
+
+def test_sweep_writes_table_and_figures(fake, base, tmp_path):
+    out = sweep(base, tmp_path / "sw", latent_dims=(2, 4), betas=(0.1, 1.0), iwae_k=3)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("d")) == ["d2_b0.1", "d2_b1", "d4_b0.1", "d4_b1"]
+    result = json.loads((out / "sweep.json").read_text())
+    assert [(r["latent_dim"], r["beta"]) for r in result["runs"]] == [(2, 0.1), (2, 1.0), (4, 0.1), (4, 1.0)]
+    assert result["runs"][0]["distortion"] == pytest.approx(200.0) and result["iwae_k"] == 3
+    assert result["n_test"] > 0
+    # each run was trained with the grid's latent size and β, everything else from base
+    cfg = json.loads((out / "d4_b0.1" / "config.json").read_text())
+    assert cfg["model"]["latent_dim"] == 4 and cfg["model"]["beta"] == 0.1 and cfg["data"] == base.data.to_dict()
+    assert (out / "sweep.md").read_text().count("\n| ") == 5      # header + 4 runs
+    assert (out / "figures" / "rate_distortion.png").is_file()
+    assert (out / "figures" / "reconstructions.png").is_file()
+
+
+def test_rerun_skips_complete_runs_and_resumes_incomplete(fake, base, tmp_path):
+    out = tmp_path / "sw"
+    sweep(base, out, latent_dims=(2, 4), betas=(1.0,))
+    assert fake.trained == [("d2_b1", False), ("d4_b1", False)] and fake.evaluated == ["d2_b1", "d4_b1"]
+    (out / "d4_b1" / "eval.json").unlink()          # as if interrupted after training d4_b1
+    sweep(base, out, latent_dims=(2, 4), betas=(1.0,))
+    assert fake.trained[2:] == [("d4_b1", True)]    # resumed, not retrained from scratch
+    assert fake.evaluated[2:] == ["d4_b1"]
+    assert len(json.loads((out / "sweep.json").read_text())["runs"]) == 2
+
+
+def test_folder_with_other_config_is_refused(fake, base, tmp_path):
+    out = tmp_path / "sw"
+    sweep(base, out, latent_dims=(2,), betas=(1.0,))
+    import dataclasses
+    other = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=2))
+    with pytest.raises(RunError, match="different config"):
+        sweep(other, out, latent_dims=(2,), betas=(1.0,))
+
+
+def test_different_test_split_is_refused(monkeypatch, base, tmp_path):
+    backend = FakeBackend(split_seeds={"d4_b1": 7})
+    for name in ("train", "evaluate", "load_model"):
+        monkeypatch.setattr(api, name, getattr(backend, name))
+    with pytest.raises(RunError, match="test split differs"):
+        sweep(base, tmp_path / "sw", latent_dims=(2, 4), betas=(1.0,))
+
+
+def test_bad_grid(base, tmp_path):
+    with pytest.raises(ConfigError):
+        sweep(base, tmp_path, latent_dims=(), betas=(1.0,))
+    cnn = api.build_config(backend="torch", model="cnn", data="synthetic:80", image_size=SIZE)
+    with pytest.raises(ConfigError, match="generative"):
+        sweep(cnn, tmp_path, latent_dims=(2,), betas=(1.0,))
+
+
+def test_reconstruction_rows_use_the_same_test_faces(fake, base, tmp_path, monkeypatch):
+    import shared.plotting as plotting
+    seen = {}
+    monkeypatch.setattr(plotting, "comparison_rows", lambda rows, path, title=None: seen.update(rows=rows))
+    sweep(base, tmp_path / "sw", latent_dims=(2, 4), betas=(1.0,))
+    rows = seen["rows"]
+    assert list(rows) == ["originals", "d=2 β=1", "d=4 β=1"]
+    from shared.data.splits import Split
+    faces = api.load_run_data(base)
+    test = np.asarray(Split.load(tmp_path / "sw" / "d2_b1" / "split.json", faces).test)
+    np.testing.assert_allclose(rows["originals"], faces.subset(test[:len(rows["originals"])]).floats())
+    assert all(r.shape == rows["originals"].shape for r in rows.values())
