@@ -108,15 +108,15 @@ def load_with_report(spec: str, image_size: int = 48, *, use_cache: bool = True)
     if kind == "orl":
         from shared.data.orl import load_orl, orl_dir, orl_files
         path = orl_dir()
-        digest = cache.digest_folder(path, orl_files(path))
+        digest = cache.source_digest(path, orl_files(path))
     else:
         path = Path(spec).expanduser()
         if kind == "utkface-folder":
             from shared.data.utkface import list_folder
             names = list_folder(path)
-            digest = cache.digest_folder(path, names)
+            digest = cache.source_digest(path, names)
         else:
-            digest = cache.digest_file(path)
+            digest = cache.source_digest(path)
     entry = cache.cache_path(kind, digest, image_size)
     hit = cache.read(entry) if use_cache else None
     if hit is not None:
@@ -159,11 +159,9 @@ def load(spec: str, image_size: int = 48) -> Faces:
 
 def count_duplicates(images: np.ndarray) -> tuple[int, int]:
     """``(rows, groups)``: faces that repeat an earlier face exactly, and how many distinct faces repeat."""
-    if len(images) == 0:
-        return 0, 0
-    rows = np.ascontiguousarray(images.reshape(len(images), -1))
-    _, counts = np.unique(rows.view(np.dtype((np.void, rows.shape[1]))).ravel(), return_counts=True)
-    return int((counts - 1).sum()), int((counts > 1).sum())
+    from shared.data.splits import duplicate_groups
+    counts = np.bincount(duplicate_groups(images))
+    return int((counts - 1).sum()) if len(counts) else 0, int((counts > 1).sum())
 
 
 def _distribution(values: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, int]:

@@ -2,7 +2,9 @@
 
 One uncompressed ``.npz`` per (source content, image size, loader version) in ``$FACEVAE_CACHE``
 (default ``~/.cache/facevae``), written atomically. A changed source has a new hash, so stale
-entries are never read; a damaged entry is ignored and rewritten.
+entries are never read; a damaged entry is ignored and rewritten. Hashing a large source costs
+more than reading its entry, so each content hash is remembered under the source's stat signature
+(path, size, mtime in ns, inode — what git's index trusts); any change to those re-hashes.
 """
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ import pandas as pd
 from shared.faces import Faces
 from shared.runs import atomic_write_bytes
 
-__all__ = ["CACHE_VERSION", "cache_dir", "digest_file", "digest_folder", "cache_path", "read", "write"]
+__all__ = ["CACHE_VERSION", "cache_dir", "digest_file", "digest_folder", "source_digest", "cache_path", "read",
+           "write"]
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when a loader's output for the same bytes changes
-_CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
@@ -50,6 +52,38 @@ def digest_folder(path: Path, names: list[str]) -> str:
             h.update(p.read_bytes())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def _stat_signature(path: Path, names: list[str] | None) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    targets = [path] if names is None else [path / n for n in names]
+    h.update(str(path.resolve()).encode("utf-8", "surrogateescape"))
+    for p in targets:
+        st = p.stat()
+        h.update(f"\0{p.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def source_digest(path: Path, names: list[str] | None = None) -> str:
+    """Content hash of a file (``names=None``) or of the entries ``names`` of a folder, memoised by stat.
+
+    Args:
+        path: the file or folder.
+        names: the folder's entries, in order (``None`` for a file).
+    """
+    memo = cache_dir() / "digests" / f"{_stat_signature(path, names)}.txt"
+    try:
+        digest = memo.read_text().strip()
+        if len(digest) == 128:
+            return digest
+    except OSError:
+        pass
+    digest = digest_file(path) if names is None else digest_folder(path, names)
+    try:
+        atomic_write_bytes(memo, digest.encode())
+    except OSError as exc:
+        log.debug("could not remember the digest of %s (%s)", path, exc)
+    return digest
 
 
 def cache_path(kind: str, digest: str, image_size: int) -> Path:

@@ -163,7 +163,7 @@ def parse_pixels(pixels: pa.Array, file: Path) -> tuple[np.ndarray, np.ndarray, 
             slow = np.arange(len(chunk))
         else:
             slow = np.flatnonzero(~fast)
-            bad = ((values > 255) | (values < 0)).any(axis=1)
+            bad = (values.view(np.uint64) > 255).any(axis=1)  # negatives wrap to huge values: one pass
             for k in np.flatnonzero(bad):
                 problems.append(_out_of_range(values[k], file, start + int(rows[k])))
             images[start + rows[~bad]] = values[~bad]

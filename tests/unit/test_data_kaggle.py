@@ -192,6 +192,14 @@ class TestCache:
         faces, info = load_with_report(str(path), image_size=4)
         assert info["cache_hit"] is False and len(faces) == 5
 
+    def test_touched_but_unchanged_file_still_hits(self, tmp_path):
+        import os
+        path = _write(tmp_path, [_row(i) for i in range(4)])
+        load(str(path), image_size=4)
+        os.utime(path, ns=(10**9, 10**9))  # new stat signature -> re-hash -> same content key
+        assert load_with_report(str(path), image_size=4)[1]["cache_hit"] is True
+        assert len(list((tmp_path / "cache" / "digests").iterdir())) == 2
+
     def test_damaged_entry_is_rebuilt(self, tmp_path, caplog):
         path = _write(tmp_path, [_row(i) for i in range(4)])
         entry = load_with_report(str(path), image_size=4)[1]["cache_file"]
