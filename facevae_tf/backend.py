@@ -69,7 +69,7 @@ def load(run_dir: Path, which: str = "best") -> TFGenerativeModel:
     model = build_model(config.model)
     if which == "best" and not checkpoint.has_checkpoint(run_dir, "best"):
         which = "last"
-    checkpoint.restore(run_dir, which, tf.train.Checkpoint(model=model), partial=True)
+    checkpoint.restore(run_dir, which, checkpoint.model_checkpoint(model), partial=True)
     return TFGenerativeModel(model, config)
 
 

@@ -16,10 +16,35 @@ import tensorflow as tf
 from shared.errors import RunError
 from shared.runs import checkpoints_dir
 
-__all__ = ["CHECKPOINT_NAMES", "save", "restore", "checkpoint_dir", "has_checkpoint"]
+__all__ = ["CHECKPOINT_NAMES", "save", "restore", "checkpoint_dir", "has_checkpoint", "named_variables",
+           "model_checkpoint"]
 
 CHECKPOINT_NAMES = ("last", "best")
 _PREFIX = "ckpt"
+
+
+def named_variables(variables) -> tf.Module:
+    """A trackable holding ``variables`` under their Keras paths (``encoder_00_conv/kernel`` ...).
+
+    Keras 3 keeps sub-layers in its own list wrappers, which ``tf.train.Checkpoint`` does not
+    traverse; naming every variable explicitly saves all of them (BatchNorm statistics and flow
+    weights included) under keys that do not depend on Python attribute layout.
+
+    Raises:
+        ValueError: two variables share a path.
+    """
+    root = tf.Module()
+    for v in variables:
+        key = v.path.replace("/", "__")
+        if key in vars(root):
+            raise ValueError(f"two variables share the path {v.path!r}; layer names must be unique")
+        setattr(root, key, v)
+    return root
+
+
+def model_checkpoint(model, **extra) -> tf.train.Checkpoint:
+    """``tf.train.Checkpoint`` of every variable of ``model`` (under ``model``) plus ``extra`` trackables."""
+    return tf.train.Checkpoint(model=named_variables(model.variables), **extra)
 
 
 def checkpoint_dir(run_dir: Path, which: str) -> Path:

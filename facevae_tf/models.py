@@ -176,7 +176,9 @@ class IAFVAE(FaceVAE):
     def _make_flow(self, config: ModelConfig) -> keras.layers.Layer:
         from facevae_tf.iaf import IAFPosterior  # the flow lives in its own module
 
-        return IAFPosterior(config.latent_dim, config.context_dim, config.flow_steps, config.flow_hidden)
+        # an explicit name keeps variable paths (checkpoint keys) independent of Keras' auto-numbering
+        return IAFPosterior(config.latent_dim, config.context_dim, config.flow_steps, config.flow_hidden,
+                            name="flow")
 
     def sample_posterior(self, post: dict[str, tf.Tensor], eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.flow(post["mean"], post["logvar"], post["context"], eps)

@@ -58,7 +58,8 @@ def enable_determinism(seed: int) -> None:
 
 def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
     """Adam, AdamW (decoupled ``weight_decay``) or SGD (momentum 0.9); ``grad_clip`` clips the global norm."""
-    clip = {"global_clipnorm": cfg.grad_clip} if cfg.grad_clip > 0 else {}
+    # an explicit name keeps slot-variable paths (checkpoint keys) independent of Keras' auto-numbering
+    clip = {"global_clipnorm": cfg.grad_clip, "name": "optimizer"} if cfg.grad_clip > 0 else {"name": "optimizer"}
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=cfg.lr, **clip)
     if cfg.optimizer == "adamw":
@@ -104,9 +105,10 @@ class _State:
         self.generator = tf.random.Generator.from_seed(seed)
 
     def checkpoint(self, model: FaceVAE, optimizer: keras.optimizers.Optimizer) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(model=model, optimizer=optimizer, generator=self.generator, epoch=self.epoch,
-                                   step=self.step, best=self.best, patience=self.patience, stopped=self.stopped,
-                                   best_metrics=self.best_metrics)
+        return checkpoint.model_checkpoint(
+            model, optimizer=checkpoint.named_variables(optimizer.variables), generator=self.generator,
+            epoch=self.epoch, step=self.step, best=self.best, patience=self.patience, stopped=self.stopped,
+            best_metrics=self.best_metrics)
 
 
 def _n_batches(n: int, bs: int) -> int:
