@@ -7,7 +7,7 @@ a ``tf.random.Generator`` seeded with ``seed``. For ``iaf`` the IWAE weights use
 log q(z|x). Bounds, in nats per image: ``−log p(x) ≤ neg_iwae ≤ neg_elbo`` (in expectation).
 
 Label fidelity (conditional models, with a classifier): faces are generated for every requested
-gender × ethnicity × age (band midpoints) from one shared set of prior draws; the classifier's
+gender × ethnicity × age (one per age band) from one shared set of prior draws; the classifier's
 ``predict(images01 (N, H, W)) -> dict`` then says which share it assigns to the requested gender /
 ethnicity, and the MAE of its age estimate against the requested age.
 """
@@ -22,6 +22,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from facevae_tf.generative import TFGenerativeModel, arrays_of
+from shared.conditional import GRID_AGES
 from shared.config import LABEL_DIM
 from shared.evaluation import frechet_distance, metrics_by_group
 from shared.faces import AGE_SCALE, ETHNICITY_NAMES, GENDER_NAMES, Faces
@@ -30,7 +31,7 @@ __all__ = ["evaluate", "per_image_metrics", "label_fidelity", "FIDELITY_AGES", "
 
 log = logging.getLogger(__name__)
 
-FIDELITY_AGES = (5, 15, 30, 50, 70)  # midpoints of shared.faces.AGE_BANDS
+FIDELITY_AGES = GRID_AGES  # one age per band of shared.faces.AGE_BANDS
 FID_MAX_FACES = 10_000
 _IWAE_ROWS = 2048  # images × k decoded at once
 

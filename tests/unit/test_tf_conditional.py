@@ -1,0 +1,98 @@
+"""Conditional generation (shared.conditional) and label fidelity on a tiny trained TF cvae."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from facevae_tf.evaluation import FIDELITY_AGES, label_fidelity  # noqa: E402
+from shared import api  # noqa: E402
+from shared.conditional import GENERATED, attribute_grid, edit_attributes, generate, label_matrix  # noqa: E402
+from shared.errors import ConfigError, RunError  # noqa: E402
+
+
+def _config(family: str):
+    return api.build_config(backend="tf", model=family, data="synthetic:120", image_size=32, latent_dim=4,
+                            channels=(4, 8), hidden_dims=(16,), epochs=1, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+    return api.train(_config("cvae"), tmp_path_factory.mktemp("tf_cond") / "cvae")
+
+
+class TestLabels:
+    def test_label_matrix_accepts_codes_and_names(self):
+        a = label_matrix(1, "asian", 30, n=2)
+        np.testing.assert_array_equal(a, label_matrix("female", 2, "30", n=2))
+        assert a.shape == (2, 7) and a[0, 0] == 1 and a[0, 3] == 1 and a[0, 6] == pytest.approx(0.3)
+
+    @pytest.mark.parametrize("kw, field", [(dict(gender=2), "gender"), (dict(ethnicity="Martian"), "ethnicity"),
+                                           (dict(age=-1), "age"), (dict(age="old"), "age")])
+    def test_invalid_labels_name_the_field(self, kw, field):
+        args = dict(gender=0, ethnicity=0, age=30) | kw
+        with pytest.raises(ConfigError, match=f"`{field}`"):
+            label_matrix(**args)
+
+
+class TestGeneration:
+    def test_generate_writes_figure_and_images(self, cvae_run):
+        path = generate(cvae_run, gender=1, ethnicity=2, age=30, n=5, seed=3)
+        assert path.parent == cvae_run / GENERATED and path.suffix == ".png" and path.stat().st_size > 0
+        images = np.load(path.with_suffix(".npy"))
+        assert images.shape == (5, 32, 32) and 0 <= images.min() and images.max() <= 1
+        again = generate(cvae_run, gender="female", ethnicity="Asian", age=30, n=5, seed=3)
+        np.testing.assert_array_equal(images, np.load(again.with_suffix(".npy")))
+        other = generate(cvae_run, gender=0, ethnicity=2, age=30, n=5, seed=3)
+        assert np.abs(np.load(other.with_suffix(".npy")) - images).max() > 0
+
+    def test_attribute_grid_one_figure_per_gender(self, cvae_run):
+        out = attribute_grid(cvae_run, seed=1)
+        for gender in ("male", "female"):
+            assert (out / f"attribute_grid_{gender}.png").stat().st_size > 0
+            grid = np.load(out / f"attribute_grid_{gender}.npy")
+            assert grid.shape == (5, 5, 32, 32)
+            assert np.abs(grid[0, 0] - grid[1, 0]).max() > 0  # ethnicity changes the face
+
+    def test_edit_attributes(self, cvae_run):
+        path = edit_attributes(cvae_run, n=2)
+        grid = np.load(path.with_suffix(".npy"))
+        assert grid.shape == (2, 1 + 1 + 1 + 5 + 5, 32, 32)
+        assert np.abs(grid[:, 1] - grid[:, 2]).max() > 0  # gender flip changes the decoding
+
+    def test_generate_rejects_bad_n_and_unconditional_runs(self, cvae_run, tmp_path):
+        with pytest.raises(ConfigError, match="`n`"):
+            generate(cvae_run, gender=0, ethnicity=0, age=20, n=0)
+        from facevae_tf import checkpoint
+        from facevae_tf.models import build_model
+
+        config = _config("vae")
+        vae_run = tmp_path / "vae"
+        vae_run.mkdir()
+        config.save(vae_run / "config.json")
+        checkpoint.save(vae_run, "last", checkpoint.model_checkpoint(build_model(config.model)))
+        with pytest.raises(RunError, match="cvae"):
+            generate(vae_run, gender=0, ethnicity=0, age=20)
+
+
+class _ConstantClassifier:
+    """Always predicts male, White, 30 years: fidelity must equal the requested shares exactly."""
+
+    task = "all"
+
+    def predict(self, images):
+        n = len(images)
+        return {"gender": np.zeros(n, np.int64), "ethnicity": np.tile([[5.0, 0, 0, 0, 0]], (n, 1)),
+                "age": np.full(n, 30.0)}
+
+
+class TestLabelFidelity:
+    def test_label_fidelity_against_a_known_classifier(self, cvae_run):
+        model = api.load_model(cvae_run)
+        result = label_fidelity(model, _ConstantClassifier(), n_per=2, seed=0)
+        assert result["n_generated"] == 2 * 5 * len(FIDELITY_AGES) * 2
+        assert result["gender_fidelity"] == pytest.approx(0.5)
+        assert result["gender_fidelity_by_class"] == {"male": 1.0, "female": 0.0}
+        assert result["ethnicity_fidelity"] == pytest.approx(0.2)
+        assert result["age_mae"] == pytest.approx(np.mean([abs(30 - a) for a in FIDELITY_AGES]))
