@@ -2,7 +2,8 @@
 
 Pixels are parsed without a Python loop per row: the spaces of every row are counted in one pass
 over Arrow's byte buffer, and each chunk of rows with the usual count is joined and parsed by one
-``np.fromstring`` call, then range-checked as an array. Only rows with another count, or the rows
+``np.fromstring`` call (which releases the GIL, so chunks run in a few threads), then
+range-checked as an array. Only rows with another count, or the rows
 of a chunk whose text does not parse, are looked at one by one, to name the exact problem.
 """
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -153,30 +156,31 @@ def parse_pixels(pixels: pa.Array, file: Path) -> tuple[np.ndarray, np.ndarray, 
     images = np.zeros((n, n_pixels), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     problems: list[DataError] = []
-    for start in range(0, n, _ROWS_PER_CHUNK):
+
+    def fast_chunk(start: int) -> np.ndarray:
+        """Parse the chunk's rows with the usual count into ``images``; return the rows left for the slow path."""
         chunk = pixels.slice(start, _ROWS_PER_CHUNK)
         fast = counts[start:start + len(chunk)] == n_pixels
         rows = np.flatnonzero(fast)
         values = _fast_parse(pc.filter(chunk, pa.array(fast)), rows.size, n_pixels) if rows.size else None
         if values is None:  # bad text somewhere in the chunk: every row gets the careful look
-            rows = np.zeros(0, dtype=np.int64)
-            slow = np.arange(len(chunk))
+            return start + np.arange(len(chunk))
+        bad = (values.view(np.uint64) > 255).any(axis=1)  # negatives wrap to huge values: one pass
+        images[start + rows[~bad]] = values[~bad]
+        ok[start + rows[~bad]] = True
+        return start + np.concatenate([np.flatnonzero(~fast), rows[bad]])
+
+    # np.fromstring releases the GIL, so chunks parse in parallel threads
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        slow = np.sort(np.concatenate(list(pool.map(fast_chunk, range(0, n, _ROWS_PER_CHUNK)))))
+    for row in slow.tolist():
+        vals, err = _diagnose(pixels[row].as_py(), n_pixels, file, row)
+        if err is None and ((vals > 255) | (vals < 0)).any():
+            err = _out_of_range(vals, file, row)
+        if err is not None:
+            problems.append(err)
         else:
-            slow = np.flatnonzero(~fast)
-            bad = (values.view(np.uint64) > 255).any(axis=1)  # negatives wrap to huge values: one pass
-            for k in np.flatnonzero(bad):
-                problems.append(_out_of_range(values[k], file, start + int(rows[k])))
-            images[start + rows[~bad]] = values[~bad]
-            ok[start + rows[~bad]] = True
-        for k in slow:
-            row = start + int(k)
-            vals, err = _diagnose(chunk[int(k)].as_py(), n_pixels, file, row)
-            if err is None and ((vals > 255) | (vals < 0)).any():
-                err = _out_of_range(vals, file, row)
-            if err is not None:
-                problems.append(err)
-            else:
-                images[row], ok[row] = vals, True
+            images[row], ok[row] = vals, True
     problems.sort(key=lambda e: e.row)
     return images, ok, problems
 

@@ -86,7 +86,7 @@ class TestSkippedRows:
         (_row(2, pixels=_pixels(2).replace(" ", " x", 1)), "pixels", "not an integer"),
         (_row(2, pixels=_pixels(2, 15) + " 12.5"), "pixels", "'12.5', not an integer"),
         (_row(2, pixels=_pixels(2, 15) + " 256"), "pixels", "value 15 is 256, out of range; expected integers 0-255"),
-        (_row(2, pixels=_pixels(2, 15) + " -1"), "pixels", "value 15 is -1, out of range"),
+        (_row(2, pixels=_pixels(2, 15) + " -1"), "pixels", "value 15 is '-1', not an integer"),
         (_row(2, pixels=""), "pixels", "missing value"),
         (_row(2, age=""), "age", "missing value; expected an integer in 0-116"),
         (_row(2, age="117"), "age", "out of range '117'; expected an integer in 0-116"),
