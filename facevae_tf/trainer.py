@@ -166,8 +166,13 @@ def fit(model: FaceVAE, train: dict[str, np.ndarray], val: dict[str, np.ndarray]
     def val_step(x, y, eps, beta):
         return model.loss_terms(x, y, eps, beta, training=False)
 
-    train_fn = tf.function(train_step, jit_compile=cfg.compile or None, reduce_retracing=True)
-    val_fn = tf.function(val_step, jit_compile=cfg.compile or None, reduce_retracing=True)
+    # one trace for every batch size (the last batch is smaller); XLA still compiles per shape
+    s, lab = mcfg.image_size, model.label_dim
+    xs, ys = tf.TensorSpec((None, s, s, 1), tf.float32), tf.TensorSpec((None, lab), tf.float32)
+    scalar, zs = tf.TensorSpec((), tf.float32), tf.TensorSpec((None, latent_dim), tf.float32)
+    jit = cfg.compile or None
+    train_fn = tf.function(train_step, jit_compile=jit, input_signature=[xs, ys, scalar])
+    val_fn = tf.function(val_step, jit_compile=jit, input_signature=[xs, ys, zs, scalar])
     bs = min(cfg.batch_size, n_train)
     n_batches = _n_batches(n_train, bs)
     best_metrics: dict[str, Any] = json.loads(state.best_metrics.numpy().decode())

@@ -1,12 +1,15 @@
 """Conditional generation (shared.conditional) and label fidelity on a tiny trained TF cvae."""
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
 
-from facevae_tf.evaluation import FIDELITY_AGES, label_fidelity  # noqa: E402
+from facevae_tf.evaluation import FIDELITY_AGES, evaluate, label_fidelity  # noqa: E402
 from shared import api  # noqa: E402
 from shared.conditional import GENERATED, attribute_grid, edit_attributes, generate, label_matrix  # noqa: E402
 from shared.errors import ConfigError, RunError  # noqa: E402
@@ -14,12 +17,25 @@ from shared.errors import ConfigError, RunError  # noqa: E402
 
 def _config(family: str):
     return api.build_config(backend="tf", model=family, data="synthetic:120", image_size=32, latent_dim=4,
-                            channels=(4, 8), hidden_dims=(16,), epochs=1, batch_size=32)
+                            channels=(4, 8), hidden_dims=(16,), epochs=2, batch_size=32, lr=0.01)
 
 
 @pytest.fixture(scope="module")
 def cvae_run(tmp_path_factory):
     return api.train(_config("cvae"), tmp_path_factory.mktemp("tf_cond") / "cvae")
+
+
+class TestEndToEnd:
+    def test_api_train_and_evaluate_cvae(self, cvae_run):
+        from shared.runs import read_metrics
+
+        assert [r["epoch"] for r in read_metrics(cvae_run)] == [0, 1]
+        result = api.evaluate(cvae_run, iwae_k=4)
+        assert json.loads((cvae_run / "eval.json").read_text())["family"] == "cvae"
+        for key in ("neg_elbo", "rate", "distortion", "neg_iwae", "psnr", "ssim"):
+            assert math.isfinite(result[key]), key
+        assert result["neg_iwae"] <= result["neg_elbo"] + 1.0
+        assert "label_fidelity" not in result  # no classifier given
 
 
 class TestLabels:
@@ -96,3 +112,11 @@ class TestLabelFidelity:
         assert result["gender_fidelity_by_class"] == {"male": 1.0, "female": 0.0}
         assert result["ethnicity_fidelity"] == pytest.approx(0.2)
         assert result["age_mae"] == pytest.approx(np.mean([abs(30 - a) for a in FIDELITY_AGES]))
+
+    def test_evaluate_adds_label_fidelity_with_a_classifier(self, cvae_run):
+        from shared.synthetic import generate_faces
+
+        model = api.load_model(cvae_run)
+        result = evaluate(model, generate_faces(12, 32, seed=5), iwae_k=0, classifier=_ConstantClassifier())
+        assert result["label_fidelity"]["gender_fidelity"] == pytest.approx(0.5)
+        assert "neg_iwae" not in result and result["n"] == 12
