@@ -26,9 +26,12 @@ class LinearVAE:
     conditional = False
 
     def __init__(self, images: np.ndarray, latent_dim: int = 4, config: RunConfig | None = None):
-        x = as_unit_float(images).reshape(len(images), -1).astype(np.float64)
+        x = as_unit_float(images[:64]).reshape(min(len(images), 64), -1).astype(np.float64)
         self.mean = x.mean(axis=0)
-        self.w = np.linalg.svd(x - self.mean, full_matrices=False)[2][:latent_dim]  # (D, P) orthonormal rows
+        # principal directions from the small Gram matrix (N x N), cheaper than an SVD of (N, P)
+        evals, evecs = np.linalg.eigh((x - self.mean) @ (x - self.mean).T)
+        w = (evecs[:, ::-1][:, :latent_dim].T @ (x - self.mean))
+        self.w = w / np.linalg.norm(w, axis=1, keepdims=True)  # (D, P) orthonormal rows
         self.latent_dim, self.config, self.shape = latent_dim, config, images.shape[1:]
         self.seen: list[np.ndarray] = []
 

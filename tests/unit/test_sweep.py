@@ -22,6 +22,7 @@ class FakeBackend:
         self.trained: list[tuple[str, bool]] = []
         self.evaluated: list[str] = []
         self.split_seeds = split_seeds or {}
+        self.models: dict[str, LinearVAE] = {}
 
     def train(self, config, out, *, resume=False):
         from shared.data.splits import make_split
@@ -50,9 +51,11 @@ class FakeBackend:
 
     def load_model(self, run_dir):
         from shared.runs import load_run_config
-        config = load_run_config(run_dir)
-        faces = api.load_run_data(config)
-        return LinearVAE(faces.images, config.model.latent_dim, config)
+        key = str(run_dir)
+        if key not in self.models:
+            config = load_run_config(run_dir)
+            self.models[key] = LinearVAE(api.load_run_data(config).images, config.model.latent_dim, config)
+        return self.models[key]
 
 
 @pytest.fixture()
