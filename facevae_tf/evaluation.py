@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from facevae_tf.generative import TFGenerativeModel, arrays_of
 from shared.conditional import GRID_AGES
 from shared.config import LABEL_DIM
+from shared.errors import ConfigError
 from shared.evaluation import frechet_distance, metrics_by_group
 from shared.faces import AGE_SCALE, ETHNICITY_NAMES, GENDER_NAMES, Faces
 
@@ -83,14 +84,11 @@ def per_image_metrics(model: TFGenerativeModel, faces: Faces, *, iwae_k: int = 6
 
 
 def _predicted(pred: dict[str, Any], task: str) -> Optional[np.ndarray]:
-    """Class indices (gender, ethnicity) or years (age) from a classifier's ``predict`` output."""
-    value = None
-    for key in (task, f"{task}_pred", f"{task}_class", f"{task}_years"):
-        if key in pred:
-            value = np.asarray(pred[key])
-            break
-    if value is None:
+    """Class indices (gender, ethnicity) or years (age) from ``predict`` output (``facevae.cnn_backend``:
+    ``<task>`` is (N,) class indices, ``age`` (N,) years; (N, K) scores are reduced by argmax)."""
+    if task not in pred:
         return None
+    value = np.asarray(pred[task])
     if task == "age":
         return value.reshape(len(value)).astype(np.float64)
     return value.argmax(axis=1) if value.ndim == 2 else value.astype(np.int64)
@@ -170,6 +168,10 @@ def evaluate(model: TFGenerativeModel, faces: Faces, *, iwae_k: int = 64, classi
         "by_group": metrics_by_group(faces.labels, summary),
     }
     if classifier is not None:
+        clf_size = getattr(getattr(getattr(classifier, "config", None), "model", None), "image_size", None)
+        if clf_size is not None and clf_size != cfg.image_size:
+            raise ConfigError(f"the classifier was trained on {clf_size}×{clf_size} faces but this model makes "
+                              f"{cfg.image_size}×{cfg.image_size} ones; train both with the same --image-size")
         labels = None
         if model.conditional:
             from shared.faces import label_vectors
