@@ -20,13 +20,11 @@ Re-running on the same ``out`` reuses finished runs (see :func:`shared.sweep.ens
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from shared import api
@@ -60,10 +58,10 @@ class DemoSettings:
     steps: int            # latent-optimisation steps
 
 
-FULL = DemoSettings(spec="synthetic:3000", image_size=48, channels=(32, 64, 128), hidden_dims=(256,),
-                    latent_dim=16, cnn_epochs=6, vae_epochs=12, sweep_epochs=6, sweep_dims=(4, 16),
-                    sweep_betas=(0.1, 1.0), batch_size=128, iwae_k=16, grid=9, n_faces=128, iterations=30,
-                    steps=150)
+FULL = DemoSettings(spec="synthetic:2000", image_size=48, channels=(16, 32, 64), hidden_dims=(128,),
+                    latent_dim=16, cnn_epochs=5, vae_epochs=10, sweep_epochs=5, sweep_dims=(4, 16),
+                    sweep_betas=(0.1, 1.0), batch_size=64, iwae_k=16, grid=9, n_faces=128, iterations=30,
+                    steps=100)
 QUICK = DemoSettings(spec="synthetic:240", image_size=32, channels=(8, 16), hidden_dims=(32,), latent_dim=4,
                      cnn_epochs=1, vae_epochs=1, sweep_epochs=1, sweep_dims=(2, 4), sweep_betas=(1.0,),
                      batch_size=64, iwae_k=2, grid=3, n_faces=8, iterations=2, steps=3)
@@ -83,7 +81,7 @@ def data_preview(faces: Faces, path: str | Path, *, n: int = 24, cols: int = 8) 
 
     n = min(n, len(faces))
     rows = -(-n // cols)
-    fig = Figure(figsize=(1.3 * cols, 1.55 * rows))
+    fig = Figure(figsize=(1.3 * cols, 1.8 * rows))
     for i, row in enumerate(faces.labels.head(n).itertuples()):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(faces.images[i], cmap="gray", vmin=0, vmax=255)
@@ -96,9 +94,14 @@ def data_preview(faces: Faces, path: str | Path, *, n: int = 24, cols: int = 8) 
     return atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def _headline(result: dict[str, Any], limit: int = 14) -> str:
-    """The top-level numbers of an evaluation, as a markdown list."""
-    items = [(k, v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+def _headline(result: dict[str, Any], limit: int = 20) -> str:
+    """The numbers of an evaluation (top level and one level down, e.g. ``gender.accuracy``) as a list."""
+    def scalar(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    items = [(k, v) for k, v in result.items() if scalar(v)]
+    items += [(f"{k}.{kk}", vv) for k, v in result.items() if isinstance(v, dict) and k != "by_group"
+              for kk, vv in v.items() if scalar(vv)]
     return "\n".join(f"- `{k}`: {v:.4g}" if isinstance(v, float) else f"- `{k}`: {v}" for k, v in items[:limit])
 
 

@@ -29,7 +29,7 @@ from shared.protocol import GenerativeModel
 from shared.runs import SPLIT, atomic_write_json, atomic_write_text, figures_dir, load_run_config
 
 __all__ = ["REFERENCE_LABEL", "TRAVERSAL_VALUES", "interpolate", "denoise", "inpaint", "open_run",
-           "test_faces", "labels_for", "reference_labels", "markdown_table", "latent_activity"]
+           "held_out_faces", "test_faces", "labels_for", "reference_labels", "markdown_table", "latent_activity"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def open_run(run_dir: str | Path) -> tuple[Path, Any, GenerativeModel]:
     return run_dir, config, model
 
 
-def test_faces(run_dir: str | Path, config: Any, n: Optional[int] = None) -> Faces:
+def held_out_faces(run_dir: str | Path, config: Any, n: Optional[int] = None) -> Faces:
     """The first ``n`` faces (all when ``None``) of the run's saved test split.
 
     Raises:
@@ -74,6 +74,10 @@ def test_faces(run_dir: str | Path, config: Any, n: Optional[int] = None) -> Fac
             raise ConfigError(f"`n` must be an integer >= 1. Received: n={n!r}")
         test = test[:n]
     return faces.subset(test)
+
+
+held_out_faces.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported
+test_faces = held_out_faces  # older name, kept for callers (shared.conditional)
 
 
 def labels_for(model: GenerativeModel, faces: Faces) -> Optional[np.ndarray]:
@@ -149,7 +153,7 @@ def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corn
         raise ConfigError(f"`grid` must be an integer >= 2. Received: grid={grid!r}")
     run_dir, config, model = open_run(run_dir)
     rng = np.random.default_rng(seed)
-    faces = test_faces(run_dir, config, _ACTIVITY_FACES)
+    faces = held_out_faces(run_dir, config, _ACTIVITY_FACES)
     if corners == "sample":
         z4 = rng.standard_normal((4, model.latent_dim)).astype(np.float32)
     else:
@@ -237,7 +241,7 @@ def denoise(run_dir: str | Path, *, sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.
     if not sigmas or any(not 0.0 < s <= 1.0 for s in sigmas):
         raise ConfigError(f"`sigmas` must be numbers in (0, 1]. Received: sigmas={list(sigmas)}")
     run_dir, config, model = open_run(run_dir)
-    faces = test_faces(run_dir, config, n)
+    faces = held_out_faces(run_dir, config, n)
     clean = faces.floats()
     rows, images = denoise_table(model, clean, sigmas, seed=seed, labels=labels_for(model, faces))
     result = {"run_dir": str(run_dir), "n_faces": len(clean), "seed": seed, "sigmas": list(sigmas),
@@ -293,7 +297,7 @@ def inpaint(run_dir: str | Path, *, mask: str = "box", method: str = "iterate", 
     if method not in METHODS:
         raise ConfigError(f"`method` must be one of {set(METHODS)}. Received: method={method!r}")
     run_dir, config, model = open_run(run_dir)
-    faces = test_faces(run_dir, config, n)
+    faces = held_out_faces(run_dir, config, n)
     clean, labels = faces.floats(), labels_for(model, faces)
     holes = make_mask(mask, len(clean), clean.shape[-1], seed=seed)
     masked = np.asarray(apply_mask(clean, holes, fill=0.0), np.float32)

@@ -76,7 +76,7 @@ def test_fake_model_satisfies_protocol(fake_run):
 
 class TestHelpers:
     def test_test_faces_are_the_split_test_faces(self, fake_run):
-        got = studio.test_faces(fake_run.dir, fake_run.config, 5)
+        got = studio.held_out_faces(fake_run.dir, fake_run.config, 5)
         np.testing.assert_array_equal(got.images, fake_run.test.images[:5])
 
     def test_classifier_run_is_refused(self, fake_run, monkeypatch):
@@ -116,7 +116,7 @@ class TestInterpolate:
     def test_encoded_corners_are_reconstructions(self, fake_run, monkeypatch):
         seen = self._capture(monkeypatch)
         studio.interpolate(fake_run.dir, grid=3, corners="encode", seed=1)
-        faces = studio.test_faces(fake_run.dir, fake_run.config, 512)
+        faces = studio.held_out_faces(fake_run.dir, fake_run.config, 512)
         chosen = np.sort(np.random.default_rng(1).choice(len(faces), size=4, replace=False))
         rec = fake_run.model.reconstruct(faces.floats()[chosen])
         got = seen["images"]
@@ -126,7 +126,7 @@ class TestInterpolate:
         figs = studio.interpolate(fake_run.dir, grid=3, slerp=True)
         assert (figs / "interpolation_slerp_sample.png").stat().st_size > 1000
         assert (figs / "traversal.png").stat().st_size > 1000
-        faces = studio.test_faces(fake_run.dir, fake_run.config)
+        faces = studio.held_out_faces(fake_run.dir, fake_run.config)
         activity = studio.latent_activity(fake_run.model, faces)
         assert activity.shape == (4,) and int(np.argmax(activity)) == 0
 
@@ -224,7 +224,7 @@ class TestInpaint:
         assert (run / "figures" / f"inpaint_{mask}_iterate.png").is_file()
         # the method never sees the hidden pixels: every input agrees with the masked faces off the mask
         holes = make_mask(mask, 6, SIZE, seed=0)
-        clean = studio.test_faces(fake_run.dir, fake_run.config, 6).floats()
+        clean = studio.held_out_faces(fake_run.dir, fake_run.config, 6).floats()
         for seen in fake_run.model.seen:
             np.testing.assert_array_equal(seen[~holes], clean[~holes])
         assert not np.allclose(fake_run.model.seen[0][holes], clean[holes])
