@@ -76,11 +76,11 @@ class MaskedDense(keras.layers.Layer):
     def __init__(self, mask: np.ndarray, use_bias: bool = True, bias_value: float = 0.0,
                  kernel_scale: float | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.mask = np.asarray(mask, dtype=np.float32)
+        self.kernel_mask = np.asarray(mask, dtype=np.float32)
         self.use_bias, self.bias_value, self.kernel_scale = use_bias, bias_value, kernel_scale
 
     def build(self, input_shape) -> None:
-        in_dim, out_dim = self.mask.shape
+        in_dim, out_dim = self.kernel_mask.shape
         if input_shape[-1] != in_dim:
             raise ValueError(f"{self.name}: expected {in_dim} input features. Received: shape={input_shape}")
         init = (keras.initializers.RandomNormal(stddev=self.kernel_scale) if self.kernel_scale is not None
@@ -90,7 +90,7 @@ class MaskedDense(keras.layers.Layer):
                                      name="bias") if self.use_bias else None)
 
     def call(self, x):
-        y = keras.ops.matmul(x, self.kernel * keras.ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype))
+        y = keras.ops.matmul(x, self.kernel * keras.ops.convert_to_tensor(self.kernel_mask, dtype=self.kernel.dtype))
         return y if self.bias is None else y + self.bias
 
 
@@ -206,6 +206,10 @@ class IAFPosterior(keras.layers.Layer):
         if self.steps > 1 and self.steps % 2 == 0:
             z = reverse_order(z)  # back to z0's coordinates: z ~ z0 at init, decode(mean) stays meaningful
         return z, log_det
+
+    def log_det(self, z0, context):
+        """log|det dz/dz0| ``(B,)`` of the K steps at ``z0`` (what :meth:`call` subtracts from log N(z0))."""
+        return self.flow(z0, context)[1]
 
     def call(self, mean, logvar, context, eps):
         """Sample ``z`` and its exact ``log q(z|x)``.

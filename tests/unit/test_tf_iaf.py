@@ -95,6 +95,7 @@ class TestExactDensity:
         assert np.all(sign != 0)
         assert np.abs(logabs).max() > 0.1, "the test case must be far from a volume-preserving map"
         np.testing.assert_allclose(log_det.numpy(), logabs, atol=1e-5)
+        np.testing.assert_array_equal(post.log_det(z0, h).numpy(), log_det.numpy())
         # log q = log N(z0) - log|det J| (change of variables)
         _, log_q = post(mean, logvar, h, eps)
         base = stats.norm.logpdf(z0.numpy(), mean.numpy(), np.exp(0.5 * logvar.numpy())).sum(-1)
