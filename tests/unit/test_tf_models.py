@@ -11,7 +11,7 @@ from facevae_tf.backend import load  # noqa: E402
 from facevae_tf.generative import TFGenerativeModel  # noqa: E402
 from facevae_tf.models import build_model  # noqa: E402
 from facevae_tf.trainer import seed_everything  # noqa: E402
-from shared.errors import ConfigError, FaceVAEError  # noqa: E402
+from shared.errors import ConfigError, FaceVAEError, RunError  # noqa: E402
 from shared.faces import label_vectors  # noqa: E402
 from shared.protocol import GenerativeModel  # noqa: E402
 from tests.unit.tf_test_helpers import new_run_dir, tiny_faces, tiny_model_config, tiny_run_config  # noqa: E402
@@ -201,6 +201,12 @@ class TestProtocol:
             model.decode(np.zeros((3, 4), np.float32), np.zeros((3, 5), np.float32))
         with pytest.raises(FaceVAEError, match="images must have shape"):
             model.reconstruct(np.zeros((2, 16, 16), np.float32), np.zeros((2, 7), np.float32))
+
+    def test_load_rejects_a_checkpoint_of_another_architecture(self, tmp_path, models):
+        run = new_run_dir(tmp_path, "iaf", tiny_run_config("iaf"))
+        checkpoint.save(run, "last", checkpoint.model_checkpoint(models["vae"]))
+        with pytest.raises(RunError, match="does not fit"):
+            load(run)
 
     def test_unconditional_model_ignores_labels(self, models, faces):
         model = TFGenerativeModel(models["iaf"], tiny_run_config("iaf"))
