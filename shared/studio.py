@@ -307,7 +307,8 @@ def inpaint(run_dir: str | Path, *, mask: str = "box", method: str = "iterate", 
     elif method == "iterate":
         filled = iterative_projection(model, masked, holes, iterations=iterations, labels=labels, start=baseline)
     else:
-        out = get_backend(config.backend).inpaint_optimize(model, masked, holes, steps=steps, seed=seed)
+        extra = {"labels": labels} if model.conditional else {}  # only conditional (tf) models take labels
+        out = get_backend(config.backend).inpaint_optimize(model, masked, holes, steps=steps, seed=seed, **extra)
         filled = composite(masked, np.asarray(out, np.float32), holes)
 
     scores = {"mean_fill": inpaint_metrics(baseline, clean, holes), method: inpaint_metrics(filled, clean, holes)}

@@ -253,3 +253,54 @@ class TestInpaint:
     def test_bad_method(self, fake_run):
         with pytest.raises(ConfigError, match="method"):
             studio.inpaint(fake_run.dir, method="magic")
+
+
+class ConditionalLinearVAE(LinearVAE):
+    """A conditional fake: every call must carry (N, 7) labels; decode labels are recorded."""
+
+    conditional = True
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.decode_labels: list[np.ndarray] = []
+
+    def encode(self, images, labels=None):
+        assert labels is not None and labels.shape == (len(images), 7)
+        return super().encode(images)
+
+    def decode(self, z, labels=None):
+        assert labels is not None and labels.shape == (len(z), 7)
+        self.decode_labels.append(labels)
+        return super().decode(z)
+
+    def reconstruct(self, images, labels=None):
+        assert labels is not None and labels.shape == (len(images), 7)
+        self.seen.append(np.array(images, dtype=np.float32))
+        return super().decode(super().encode(images)[0])
+
+
+class TestConditional:
+    @pytest.fixture()
+    def cond(self, fake_run, monkeypatch):
+        model = ConditionalLinearVAE(fake_run.test.images, 4, fake_run.config)
+        monkeypatch.setattr(api, "load_model", lambda run_dir: model)
+        return model
+
+    def test_interpolation_decodes_with_the_reference_label(self, fake_run, cond):
+        from shared.faces import label_vectors
+        import pandas as pd
+
+        studio.interpolate(fake_run.dir, grid=3, corners="encode")
+        ref = label_vectors(pd.DataFrame({k: [v] for k, v in studio.REFERENCE_LABEL.items()}))[0]
+        assert cond.decode_labels and all(np.allclose(lab, ref) for lab in cond.decode_labels)
+
+    def test_denoise_and_optimize_pass_the_faces_labels(self, fake_run, cond, monkeypatch):
+        import shared.registry as registry
+        from shared.faces import label_vectors
+
+        studio.denoise(fake_run.dir, sigmas=(0.2,), n=4)      # reconstruct asserts labels were given
+        got = {}
+        monkeypatch.setattr(registry, "get_backend", lambda name=None: types.SimpleNamespace(
+            inpaint_optimize=lambda model, images, mask, *, steps, seed, labels: got.update(labels=labels) or images))
+        studio.inpaint(fake_run.dir, method="optimize", n=4)
+        np.testing.assert_array_equal(got["labels"], label_vectors(fake_run.test.labels.head(4)))
