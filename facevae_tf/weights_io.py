@@ -12,7 +12,6 @@ from typing import Mapping
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from facevae_tf import checkpoint
 from facevae_tf.models import FaceVAE, build_model
@@ -75,4 +74,4 @@ def save_run_weights(config: RunConfig, weights: Mapping[str, np.ndarray], run_d
         The checkpoint folder.
     """
     model = import_plan_weights(build_model(config.model), weights)
-    return checkpoint.save(Path(run_dir), "best", tf.train.Checkpoint(model=model))
+    return checkpoint.save(Path(run_dir), "best", checkpoint.model_checkpoint(model))
