@@ -7,6 +7,8 @@ leaves the previous checkpoint (or, between the two renames, its ``.NAME.old-*``
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -67,6 +69,18 @@ def has_checkpoint(run_dir: Path, which: str) -> bool:
     return _readable(checkpoint_dir(run_dir, which)) is not None
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    """Hide TF's per-write INFO lines ('Sharding callback duration') for the duration of one write."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def save(run_dir: Path, which: str, ckpt: tf.train.Checkpoint) -> Path:
     """Write ``ckpt`` to ``checkpoints/{which}`` atomically (temporary folder + rename).
 
@@ -78,7 +92,8 @@ def save(run_dir: Path, which: str, ckpt: tf.train.Checkpoint) -> Path:
     tag = uuid.uuid4().hex[:8]
     tmp = final.parent / f".{which}.tmp-{tag}"
     try:
-        ckpt.write(str(tmp / _PREFIX))
+        with _quiet_absl():
+            ckpt.write(str(tmp / _PREFIX))
         # ckpt.write leaves no index file; this marker says the folder is complete
         (tmp / "checkpoint").write_text(f'model_checkpoint_path: "{_PREFIX}"\n')
         old = final.parent / f".{which}.old-{tag}"

@@ -179,7 +179,7 @@ def edit_attributes(run_dir: Union[str, Path], *, n: int = 4, seed: int = 0) -> 
     edits: list[tuple[str, np.ndarray]] = [("reconstruction", own)]
     flipped = own.copy()
     flipped[:, 0] = 1.0 - flipped[:, 0]
-    edits.append(("gender flipped", flipped))
+    edits.append(("other gender", flipped))
     for a in GRID_AGES:
         lab = own.copy()
         lab[:, 6] = a / 100.0
