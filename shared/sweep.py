@@ -13,8 +13,9 @@ Layout of ``out``: one run folder per grid point (``d16_b0.1`` = latent_dim 16, 
 
 Resuming: a grid point whose folder already holds a finished evaluation (``eval.json`` on the test
 split) is skipped; one with a ``config.json`` but no evaluation is resumed from its last checkpoint
-(``train(resume=True)``) and then evaluated. So an interrupted sweep continues where it stopped by
-running the same command again. A folder holding a run with a *different* config is refused.
+(``train(resume=True)``) and then evaluated; one stopped before its first checkpoint is started
+again. So an interrupted sweep continues where it stopped when the same command is run again.
+A folder holding a run with a *different* config is refused.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from shared import api
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
-from shared.runs import CONFIG, EVAL, SPLIT, atomic_write_json, atomic_write_text, figures_dir, load_run_config
+from shared.runs import CHECKPOINTS, CONFIG, EVAL, METRICS, SPLIT, atomic_write_json, atomic_write_text, figures_dir, load_run_config
 from shared.studio import labels_for, markdown_table
 
 __all__ = ["sweep", "run_name", "ensure_run", "METRIC_KEYS", "SWEEP_IWAE_K", "RECONSTRUCTION_FACES"]
@@ -85,10 +86,15 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
         if done is not None:
             log.info("%s: already trained and evaluated, skipped", run_dir)
             return done
-        log.info("%s: incomplete run, resuming", run_dir)
-        api.train(None, run_dir, resume=True)
-    else:
-        api.train(config, run_dir)
+        if any((run_dir / CHECKPOINTS).glob("last*")):
+            log.info("%s: incomplete run, resuming", run_dir)
+            api.train(None, run_dir, resume=True)
+            return api.evaluate(run_dir, iwae_k=iwae_k, classifier=classifier, seed=seed)
+        # stopped before its first checkpoint: nothing trained to keep, start it again
+        log.info("%s: interrupted before its first checkpoint, starting again", run_dir)
+        for name in (CONFIG, SPLIT, METRICS):
+            (run_dir / name).unlink(missing_ok=True)
+    api.train(config, run_dir)
     return api.evaluate(run_dir, iwae_k=iwae_k, classifier=classifier, seed=seed)
 
 

@@ -32,9 +32,11 @@ class FakeBackend:
         if not resume:
             faces = api.load_run_data(config)
             seed = self.split_seeds.get(out.name, config.data.split_seed)
-            out.mkdir(parents=True)
+            out.mkdir(parents=True, exist_ok=True)
             make_split(faces, val_fraction=0.1, test_fraction=0.2, seed=seed).save(out / "split.json")
             config.save(out / "config.json")
+        (out / "checkpoints").mkdir(exist_ok=True)
+        (out / "checkpoints" / "last.pt").write_bytes(b"fake")
         return out
 
     def evaluate(self, run_dir, *, data=None, iwae_k=64, classifier=None, seed=0):
@@ -100,6 +102,16 @@ def test_rerun_skips_complete_runs_and_resumes_incomplete(fake, base, tmp_path):
     assert fake.trained[2:] == [("d4_b1", True)]    # resumed, not retrained from scratch
     assert fake.evaluated[2:] == ["d4_b1"]
     assert len(json.loads((out / "sweep.json").read_text())["runs"]) == 2
+
+
+def test_run_stopped_before_its_first_checkpoint_starts_again(fake, base, tmp_path):
+    out = tmp_path / "sw"
+    sweep(base, out, latent_dims=(2,), betas=(1.0,))
+    for name in ("eval.json", "checkpoints/last.pt"):
+        (out / "d2_b1" / name).unlink()
+    sweep(base, out, latent_dims=(2,), betas=(1.0,))
+    assert fake.trained == [("d2_b1", False), ("d2_b1", False)]
+    assert (out / "d2_b1" / "eval.json").is_file()
 
 
 def test_folder_with_other_config_is_refused(fake, base, tmp_path):
