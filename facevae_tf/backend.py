@@ -18,7 +18,7 @@ from facevae_tf import checkpoint
 from facevae_tf.evaluation import evaluate
 from facevae_tf.generative import CHUNK, TFGenerativeModel, arrays_of
 from facevae_tf.models import build_model
-from facevae_tf.trainer import fit, seed_everything
+from facevae_tf.trainer import device_scope, fit, seed_everything
 from shared.config import RunConfig
 from shared.errors import ConfigError, FaceVAEError
 from shared.faces import Faces
@@ -32,13 +32,15 @@ log = logging.getLogger(__name__)
 def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume: bool = False) -> dict:
     """Train the model of ``config`` on ``split.train`` (validating on ``split.val``) into ``run_dir``.
 
-    Seeds Python/numpy/TF globals with ``config.train.seed`` (see :func:`facevae_tf.trainer.seed_everything`).
+    Seeds Python/numpy/TF globals with ``config.train.seed`` (see :func:`facevae_tf.trainer.seed_everything`)
+    and places the work on ``config.train.device`` (:func:`facevae_tf.trainer.device_scope`).
 
     Returns:
         The best epoch's metrics record.
 
     Raises:
-        ConfigError: the config is not a tf generative model; NonFiniteLossError: NaN/inf loss;
+        ConfigError: the config is not a tf generative model, or ``cuda`` without a GPU;
+        NonFiniteLossError: NaN/inf loss;
         RunError: ``resume`` without a checkpoint.
     """
     if config.backend != "tf":
@@ -47,13 +49,14 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
         raise ConfigError(f"`image_size` {config.model.image_size} does not match the faces "
                           f"({faces.images.shape[1]}×{faces.images.shape[2]})")
     seed_everything(config.train.seed)
-    model = build_model(config.model)
-    label_dim = model.label_dim
-    train_arrays = arrays_of(faces.subset(split.train), label_dim)
-    val_arrays = arrays_of(faces.subset(split.val), label_dim)
-    log.info("tf %s: %d parameters, %d train / %d val faces", config.model.family, model.count_params(),
-             len(train_arrays["x"]), len(val_arrays["x"]))
-    return fit(model, train_arrays, val_arrays, config, Path(run_dir), resume=resume)
+    with device_scope(config.train.device):
+        model = build_model(config.model)
+        label_dim = model.label_dim
+        train_arrays = arrays_of(faces.subset(split.train), label_dim)
+        val_arrays = arrays_of(faces.subset(split.val), label_dim)
+        log.info("tf %s: %d parameters, %d train / %d val faces", config.model.family, model.count_params(),
+                 len(train_arrays["x"]), len(val_arrays["x"]))
+        return fit(model, train_arrays, val_arrays, config, Path(run_dir), resume=resume)
 
 
 def load(run_dir: Path, which: str = "best") -> TFGenerativeModel:

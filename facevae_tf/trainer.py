@@ -16,6 +16,7 @@ flips on its own: call :func:`enable_determinism` yourself (the tests do).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -36,7 +37,8 @@ from shared.config import RunConfig, TrainConfig
 from shared.errors import ConfigError, FaceVAEError, RunError
 from shared.runs import append_metrics, checkpoints_dir, truncate_metrics
 
-__all__ = ["fit", "NonFiniteLossError", "seed_everything", "enable_determinism", "make_optimizer", "lr_at"]
+__all__ = ["fit", "NonFiniteLossError", "seed_everything", "enable_determinism", "make_optimizer", "lr_at",
+           "device_scope"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,22 @@ def enable_determinism(seed: int) -> None:
     """Seed everything and switch on TF op determinism for the rest of this process (slower ops)."""
     seed_everything(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def device_scope(name: str):
+    """``tf.device`` for ``TrainConfig.device``: ``auto`` (TF's placement: a GPU when present), ``cpu``, ``cuda``.
+
+    Raises:
+        ConfigError: ``cuda`` requested on a machine where TensorFlow sees no GPU.
+    """
+    if name == "cpu":
+        return tf.device("/CPU:0")
+    if name == "cuda":
+        if not tf.config.list_physical_devices("GPU"):
+            raise ConfigError("`device` 'cuda' was requested but TensorFlow sees no GPU. "
+                              "Received: device='cuda' (use 'auto' or 'cpu')")
+        return tf.device("/GPU:0")
+    return contextlib.nullcontext()
 
 
 def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:

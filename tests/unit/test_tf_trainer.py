@@ -155,3 +155,16 @@ class TestEndToEnd:
             mask[:, 8:16, 8:24] = True
             out = backend.inpaint_optimize(model, masked, mask, steps=3)
             assert out.shape == (2, 32, 32) and np.isfinite(out).all()
+
+
+class TestDevice:
+    def test_cuda_without_gpu_is_a_config_error(self):
+        from facevae_tf.trainer import device_scope
+        from shared.errors import ConfigError
+
+        if tf.config.list_physical_devices("GPU"):
+            pytest.skip("a GPU is visible")
+        with pytest.raises(ConfigError, match="'cuda'"):
+            device_scope("cuda")
+        with device_scope("cpu"):
+            assert "CPU" in tf.constant(1.0).device
