@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latent-dim", type=int, default=32)
     p.add_argument("--kl-warmup-epochs", type=int, default=0)
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
+    p.add_argument("--sigma", type=float, default=0.1, help="fixed decoder sigma of the gaussian likelihood")
     p.add_argument("--flow-steps", type=int, default=4)
     p.add_argument("--flow-hidden", type=int, default=256)
     p.add_argument("--context-dim", type=int, default=64)
@@ -56,7 +58,8 @@ def run_one(family: str, args: argparse.Namespace, out: Path) -> dict:
                  context_dim=args.context_dim) if family == "iaf" else {}
     config = build_config(backend="tf", model=family, data=args.data, latent_dim=args.latent_dim,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          kl_warmup_epochs=args.kl_warmup_epochs, early_stopping=0, **extra)
+                          kl_warmup_epochs=args.kl_warmup_epochs, likelihood=args.likelihood, sigma=args.sigma,
+                          early_stopping=0, **extra)
     run_dir = out / family
     if (run_dir / "config.json").exists():
         raise SystemExit(f"{run_dir} already holds a run; choose another --out")
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nIAF vs diagonal posterior, tf backend, data={args.data}, epochs={args.epochs}, "
           f"batch={args.batch_size}, lr={args.lr}, seed={args.seed}, latent={args.latent_dim}, "
-          f"kl_warmup={args.kl_warmup_epochs}, flow K={args.flow_steps} hidden={args.flow_hidden} "
+          f"kl_warmup={args.kl_warmup_epochs}, likelihood={args.likelihood}"
+          f"{f' sigma={args.sigma}' if args.likelihood == 'gaussian' else ''}, flow K={args.flow_steps} hidden={args.flow_hidden} "
           f"context={args.context_dim}, IWAE k={args.iwae_k}")
     print("| posterior | test -IWAE-k (nats/img) | test -ELBO | rate | distortion | params | train s |")
     print("|---|---|---|---|---|---|---|")
