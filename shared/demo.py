@@ -170,8 +170,8 @@ def demo(out: str | Path = "demo_out", *, quick: bool = False) -> Path:
 
     log.info("demo 3/4: interpolation, denoising, inpainting")
     interpolate(vae, grid=s.grid, corners="sample")
-    interpolate(vae, grid=s.grid, corners="sample", slerp=True)
-    interpolate(vae, grid=s.grid, corners="encode")
+    interpolate(vae, grid=s.grid, corners="sample", slerp=True, traversal=False)
+    interpolate(vae, grid=s.grid, corners="encode", traversal=False)
     denoise(vae, n=s.n_faces)
     for mask in ("box", "random"):
         for method in ("decode", "iterate", "optimize"):

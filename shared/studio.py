@@ -126,16 +126,18 @@ def _decode_grid(model: GenerativeModel, z: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- interpolate
 
 def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corners: str = "sample",
-                seed: int = 0) -> Path:
+                seed: int = 0, traversal: bool = True) -> Path:
     """The ``grid``×``grid`` face interpolation matrix and a latent traversal figure.
 
     The four corners are drawn from the prior N(0, I) with ``seed`` (``corners="sample"``) or are
-    the posterior means of four test faces chosen with ``seed`` (``corners="encode"``); edges are
-    interpolated linearly (spherically with ``slerp``), the interior bilinearly from the edges.
+    the posterior means of four test faces chosen with ``seed`` (``corners="encode"``). Linear:
+    edges straight between their corners, interior bilinear. ``slerp``: the left and right edges
+    spherically, then each row spherically between them (:func:`shared.grids.interpolation_matrix`).
     The traversal decodes z = 0 with each of the most active dimensions (by mean KL on test faces)
     set to :data:`TRAVERSAL_VALUES`.
 
-    Writes ``figures/interpolation_{lerp|slerp}_{sample|encode}.png`` and ``figures/traversal.png``.
+    Writes ``figures/interpolation_{lerp|slerp}_{sample|encode}.png`` and (unless ``traversal`` is
+    False) ``figures/traversal.png``.
 
     Returns:
         The run's ``figures`` folder.
@@ -144,7 +146,7 @@ def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corn
         ConfigError: ``grid`` < 2 or unknown ``corners``.
         RunError: not a generative run.
     """
-    from shared.grids import interpolation_matrix, traversal
+    from shared.grids import interpolation_matrix, traversal as traversal_path
     from shared.plotting import image_grid, interpolation_figure
 
     if corners not in ("sample", "encode"):
@@ -170,9 +172,12 @@ def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corn
                          title=f"{config.model.family} d={model.latent_dim} β={config.model.beta:g}: "
                                f"{kind}, corners {corners} (seed {seed})")
 
+    if not traversal:
+        log.info("interpolation (%s, %s) written to %s", kind, corners, figs)
+        return figs
     activity = latent_activity(model, faces)
     dims = [int(d) for d in np.argsort(-activity, kind="stable")[:min(_TRAVERSAL_DIMS, model.latent_dim)]]
-    paths = traversal(np.zeros(model.latent_dim, np.float32), dims, TRAVERSAL_VALUES)  # (k, V, D)
+    paths = traversal_path(np.zeros(model.latent_dim, np.float32), dims, TRAVERSAL_VALUES)  # (k, V, D)
     rows = _decode_grid(model, np.asarray(paths))                                   # (k, V, H, W)
     image_grid(list(rows), figs / "traversal.png",
                row_titles=[f"z{d} (KL {activity[d]:.2f})" for d in dims],

@@ -115,7 +115,8 @@ class TestInterpolate:
 
     def test_encoded_corners_are_reconstructions(self, fake_run, monkeypatch):
         seen = self._capture(monkeypatch)
-        studio.interpolate(fake_run.dir, grid=3, corners="encode", seed=1)
+        figs = studio.interpolate(fake_run.dir, grid=3, corners="encode", seed=1, traversal=False)
+        assert not (figs / "traversal.png").exists()
         faces = studio.held_out_faces(fake_run.dir, fake_run.config, 512)
         chosen = np.sort(np.random.default_rng(1).choice(len(faces), size=4, replace=False))
         rec = fake_run.model.reconstruct(faces.floats()[chosen])
