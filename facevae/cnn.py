@@ -8,7 +8,7 @@ never probabilities, and age in years), ``features(x)`` the penultimate-layer fe
   :func:`shared.architecture.dense_stack` — Conv3×3 → ReLU → MaxPool2 → BN per block, flatten,
   Linear → LeakyReLU → BN1d ×3, then the heads. Trained on logits and [0, 1] inputs.
 * ``default``: a compact conv net (Conv3×3 → BN → ReLU, twice in the deeper stages, MaxPool2 per
-  stage), global average pooling, dropout, one hidden Linear → GELU, then the heads. It has a
+  stage), flatten, dropout, one narrow hidden Linear → GELU, dropout, then the heads. It has a
   fraction of the seed's parameters and is meant to be trained with augmentation
   (:func:`augment_batch`), AdamW + cosine and label smoothing.
 
@@ -31,7 +31,7 @@ __all__ = ["FaceCNN", "TASK_OUTPUTS", "TASK_WEIGHTS", "HUBER_DELTA", "DROPOUT", 
 TASK_OUTPUTS = {"gender": len(GENDER_NAMES), "ethnicity": len(ETHNICITY_NAMES), "age": 1}
 # Weights of the summed multi-task loss (task "all"). Chance-level CE is ~0.7 (gender) and ~1.4
 # (ethnicity); an L1/Huber on age/100 of a useful model is ~0.06, so age gets a larger weight.
-TASK_WEIGHTS = {"gender": 1.0, "ethnicity": 1.0, "age": 10.0}
+TASK_WEIGHTS = {"gender": 1.0, "ethnicity": 1.0, "age": 1.0}
 HUBER_DELTA = 0.05   # in age/AGE_SCALE units: quadratic below 5 years, linear above
 DROPOUT = 0.3        # default preset, before the hidden and head layers
 
@@ -47,7 +47,11 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 def _default_trunk(channels: tuple[int, ...]) -> nn.Sequential:
-    """Stages of Conv3×3-BN-ReLU (one in the first two stages, two after) + MaxPool2, then GAP."""
+    """Stages of Conv3×3-BN-ReLU (one in the first two stages, two after) + MaxPool2, then flatten.
+
+    Flatten rather than global average pooling: the faces are aligned crops, so *where* a feature
+    is (hair beside the jaw, wrinkles on the forehead) carries label information that pooling drops.
+    """
     mods: list[nn.Module] = []
     c_in = 1
     for i, c in enumerate(channels):
@@ -56,7 +60,7 @@ def _default_trunk(channels: tuple[int, ...]) -> nn.Sequential:
             mods += _conv_bn_relu(c, c)
         mods.append(nn.MaxPool2d(2))
         c_in = c
-    mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    mods.append(nn.Flatten())
     return nn.Sequential(*mods)
 
 
@@ -87,7 +91,8 @@ class FaceCNN(nn.Module):
         else:
             self.trunk = _default_trunk(cfg.channels)
             dense: list[nn.Module] = []
-            width = cfg.channels[-1]
+            side = cfg.image_size // 2 ** len(cfg.channels)
+            width = cfg.channels[-1] * side * side
             for d in cfg.hidden_dims:
                 dense += [nn.Dropout(DROPOUT), nn.Linear(width, d), nn.GELU()]
                 width = d

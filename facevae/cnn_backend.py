@@ -48,10 +48,11 @@ def build_cnn(config: RunConfig) -> FaceCNN:
 def _arrays(faces: Faces, index: np.ndarray) -> dict[str, np.ndarray]:
     index = np.asarray(index, dtype=np.int64)
     labels = faces.labels.iloc[index]
+    # copies: pandas copy-on-write hands out read-only views, which torch.from_numpy warns about
     return {"images": faces.images[index],
-            "gender": labels["gender"].to_numpy(dtype=np.int64),
-            "ethnicity": labels["ethnicity"].to_numpy(dtype=np.int64),
-            "age": labels["age"].to_numpy(dtype=np.float32)}
+            "gender": labels["gender"].to_numpy(dtype=np.int64, copy=True),
+            "ethnicity": labels["ethnicity"].to_numpy(dtype=np.int64, copy=True),
+            "age": labels["age"].to_numpy(dtype=np.float32, copy=True)}
 
 
 def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume: bool = False) -> dict:
