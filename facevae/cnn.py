@@ -84,16 +84,15 @@ class FaceCNN(nn.Module):
         self.task = cfg.task
         self.tasks = tasks_of(cfg.task)
         self.label_smoothing = float(label_smoothing)
+        side = cfg.image_size // 2 ** len(cfg.channels)
+        flat = cfg.channels[-1] * side * side  # computed from the config, never a literal
         if cfg.preset == "seed":
-            side = cfg.image_size // 2 ** len(cfg.channels)
-            flat = cfg.channels[-1] * side * side
             self.trunk = build_layers(conv_trunk(cfg.channels, "seed") + [Layer("flatten")])
             self.dense = build_layers(dense_stack(flat, cfg.hidden_dims, "seed"))
         else:
             self.trunk = _default_trunk(cfg.channels)
             dense: list[nn.Module] = []
-            side = cfg.image_size // 2 ** len(cfg.channels)
-            width = cfg.channels[-1] * side * side
+            width = flat
             for d in cfg.hidden_dims:
                 dense += [nn.Dropout(DROPOUT), nn.Linear(width, d), nn.GELU()]
                 width = d
