@@ -42,22 +42,26 @@ def run_one(preset: str, task: str, faces, split, out: Path, args: argparse.Name
     from shared.runs import atomic_write_json
 
     row_file = _row_path(out, preset, task)
-    if row_file.exists():
+    if row_file.exists() and not args.reevaluate:
         return json.loads(row_file.read_text())
     torch.set_num_threads(args.threads)
     overrides = {"epochs": args.epochs} if args.epochs else {}
     cfg = build_config(backend="torch", model="cnn", data=str(DATA), task=task, preset=preset,
                        seed=args.seed, split_seed=args.split_seed, device=args.device, **overrides)
     run_dir = out / "runs" / f"{preset}_{task}"
-    if run_dir.exists():
-        import shutil
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    cfg.save(run_dir / "config.json")
-    split.save(run_dir / "split.json")
-    t0 = time.perf_counter()
-    best = cnn_backend.train(cfg, faces, split, run_dir)
-    seconds = time.perf_counter() - t0
+    if args.reevaluate and row_file.exists():  # score the saved best checkpoint again (code changed)
+        old = json.loads(row_file.read_text())
+        best, seconds = {"epoch": old["best_epoch"]}, old["train_seconds"]
+    else:
+        if run_dir.exists():
+            import shutil
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        cfg.save(run_dir / "config.json")
+        split.save(run_dir / "split.json")
+        t0 = time.perf_counter()
+        best = cnn_backend.train(cfg, faces, split, run_dir)
+        seconds = time.perf_counter() - t0
     clf = cnn_backend.load(run_dir)
     test = faces.subset(split.test)
     metrics = cnn_backend.evaluate(clf, test, iwae_k=0, out_dir=run_dir)
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy box)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--report", action="store_true", help="only print the table of finished rows")
+    p.add_argument("--reevaluate", action="store_true", help="re-score finished runs from their checkpoints")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if not args.report:

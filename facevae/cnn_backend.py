@@ -81,6 +81,7 @@ class CNNClassifier:
     Attributes:
         config: the run config. task: ``gender``, ``ethnicity``, ``age`` or ``all``.
         tasks: the heads. feature_dim: width of :meth:`features`.
+        flip_average: average each prediction with that of the mirrored face (``default`` preset).
     """
 
     def __init__(self, module: FaceCNN, config: RunConfig, device: torch.device | None = None):
@@ -90,6 +91,7 @@ class CNNClassifier:
         self.task = config.model.task
         self.tasks = tasks_of(self.task)
         self.feature_dim = module.feature_dim
+        self.flip_average = config.model.preset == "default"
 
     def _batches(self, images: np.ndarray):
         x = as_unit_float(images)
@@ -103,6 +105,9 @@ class CNNClassifier:
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Predictions for images ``(N, H, W)`` (uint8, or float in [0, 1]).
 
+        The ``default`` preset averages the outputs (logits, age) of each face and its mirror image
+        (it was trained with flips); ``seed`` predicts as the original work did, from the face alone.
+
         Returns:
             Per classification task ``<task>`` (N,) int64 predicted class and ``<task>_proba`` (N, K)
             float32 softmax probabilities; for age, ``age`` (N,) float32 predicted years.
@@ -110,6 +115,9 @@ class CNNClassifier:
         parts: dict[str, list[np.ndarray]] = {}
         for xb in self._batches(images):
             out = self.module(xb)
+            if self.flip_average:
+                mirrored = self.module(xb.flip(-1))
+                out = {t: (v + mirrored[t]) / 2 for t, v in out.items()}
             for t, v in out.items():
                 if t == "age":
                     parts.setdefault("age", []).append(v.float().cpu().numpy())

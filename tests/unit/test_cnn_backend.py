@@ -85,3 +85,14 @@ def test_loaded_classifier_predicts_and_extracts_features(run):
     assert clf.features(faces.images[:0]).shape == (0, 64)
     with pytest.raises(ConfigError, match="images"):
         clf.predict(np.zeros((2, 32, 32), np.uint8))
+
+
+def test_default_preset_averages_with_the_mirror_image(run):
+    run_dir, _ = run
+    clf = load_model(run_dir)
+    assert clf.flip_average  # default preset
+    images = load_faces("synthetic:20").images
+    with_flip = clf.predict(images)
+    clf.flip_average = False
+    plain, mirrored = clf.predict(images), clf.predict(images[:, :, ::-1])
+    np.testing.assert_allclose(with_flip["age"], (plain["age"] + mirrored["age"]) / 2, rtol=1e-4, atol=1e-3)
