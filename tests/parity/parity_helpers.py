@@ -7,7 +7,6 @@ weights are moved to a freshly built Keras model through :mod:`shared.weight_lay
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 import torch
 
 from facevae import weights_io as torch_io
@@ -21,7 +20,7 @@ from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from shared.weight_layout import convert_weights
 
 __all__ = ["SMALL_SHAPES", "small_config", "torch_vae", "tf_from_torch", "torch_from_tf", "protocol_pair",
-           "random_images", "TOL"]
+           "random_images", "TOL", "assert_same_torch_weights"]
 
 TOL = 1e-4  # max abs difference allowed for images, logits, means and log-variances (fp32)
 
@@ -89,5 +88,10 @@ def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return generate_faces(n, size, seed).floats()
 
 
-def tf_empty_labels(n: int) -> tf.Tensor:
-    return tf.zeros((n, 0))
+def assert_same_torch_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Every parameter and BN statistic of ``a`` and ``b`` is bit-identical (batch counters aside)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) == set(sb)
+    for name in sa:
+        if not name.endswith("num_batches_tracked"):
+            assert np.array_equal(sa[name].numpy(), sb[name].numpy()), name

@@ -18,6 +18,7 @@ from shared.cli import main  # noqa: E402
 from shared.errors import ConfigError, RunError  # noqa: E402
 from shared.runs import CONFIG, SPLIT, load_run_config  # noqa: E402
 from shared.synthetic import generate_faces  # noqa: E402
+from tests.parity.parity_helpers import assert_same_torch_weights  # noqa: E402
 
 TOL = 1e-4
 TINY = dict(model="vae", data="synthetic:96", image_size=32, latent_dim=4, channels=(4, 8), hidden_dims=(16,),
@@ -62,9 +63,7 @@ def test_torch_run_to_tf_and_back(torch_run, tmp_path, capsys):
 
     back = tmp_path / "back"
     assert main(["convert", str(out), "--to", "torch", str(back)]) == 0
-    restored = load_model(back)
-    a, b = original.module.state_dict(), restored.module.state_dict()
-    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a if not k.endswith("num_batches_tracked"))
+    assert_same_torch_weights(original.module, load_model(back).module)
 
 
 def test_tf_run_to_torch(tf_run, tmp_path):

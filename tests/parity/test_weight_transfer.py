@@ -19,7 +19,8 @@ from shared.architecture import vae_plan  # noqa: E402
 from shared.config import ModelConfig  # noqa: E402
 from shared.errors import ConfigError  # noqa: E402
 from shared.weight_layout import chw_to_hwc_index, convert_weights, expected_keys, plan_slots  # noqa: E402
-from tests.parity.parity_helpers import SMALL_SHAPES, small_config, tf_from_torch, torch_from_tf, torch_vae  # noqa: E402
+from tests.parity.parity_helpers import (SMALL_SHAPES, assert_same_torch_weights, small_config, tf_from_torch,  # noqa: E402
+                                         torch_from_tf, torch_vae)
 
 CASES = sorted(SMALL_SHAPES)
 
@@ -69,12 +70,7 @@ class TestLayout:
 class TestTransfer:
     def test_torch_to_tf_to_torch_is_exact(self, preset, size):
         vae = torch_vae(small_config(preset, size), seed=3)
-        back = torch_from_tf(tf_from_torch(vae))
-        a, b = vae.state_dict(), back.state_dict()
-        assert set(a) == set(b)
-        for name in a:
-            if not name.endswith("num_batches_tracked"):
-                assert np.array_equal(a[name].numpy(), b[name].numpy()), name
+        assert_same_torch_weights(vae, torch_from_tf(tf_from_torch(vae)))
 
     def test_tf_to_torch_to_tf_is_exact(self, preset, size):
         model = build_model(small_config(preset, size))
@@ -94,13 +90,9 @@ def test_full_seed_preset_round_trip():
     """The seed preset at full width (≈ 40 M weights): slow because of its size only."""
     cfg = ModelConfig(family="vae", preset="seed", image_size=48, latent_dim=32)
     vae = torch_vae(cfg)
-    back = torch_from_tf(tf_from_torch(vae))
-    assert all(np.array_equal(v.numpy(), back.state_dict()[k].numpy()) for k, v in vae.state_dict().items()
-               if not k.endswith("num_batches_tracked"))
+    assert_same_torch_weights(vae, torch_from_tf(tf_from_torch(vae)))
 
 
 def test_full_default_preset_round_trip():
     vae = torch_vae(ModelConfig(family="vae", preset="default", image_size=48, latent_dim=32))
-    back = torch_from_tf(tf_from_torch(vae))
-    assert all(np.array_equal(v.numpy(), back.state_dict()[k].numpy()) for k, v in vae.state_dict().items()
-               if not k.endswith("num_batches_tracked"))
+    assert_same_torch_weights(vae, torch_from_tf(tf_from_torch(vae)))
