@@ -31,6 +31,15 @@ _LOG_2PI = math.log(2.0 * math.pi)
 FID_MAX_FACES = 10_000  # faces (and prior samples) used for the Fréchet distance
 
 
+def ssim_valid(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM over the valid window centres, the convention of ``tf.image.ssim`` and
+    :mod:`shared.image_metrics`: torchmetrics' full SSIM map with its reflect-padded 5-pixel border cropped."""
+    pad = 5  # (11-tap Gaussian window - 1) / 2
+    _, smap = structural_similarity_index_measure(preds, target, data_range=1.0, reduction="none",
+                                                  return_full_image=True)
+    return smap[..., pad:-pad, pad:-pad].reshape(len(preds), -1).mean(-1)
+
+
 def _randn(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:
     return torch.randn(shape, generator=gen).to(device)
 
@@ -88,7 +97,7 @@ def per_image_metrics(model: TorchGenerativeModel, images: np.ndarray, *, iwae_k
         recon = vae.decode(mean).float().clamp(0, 1)
         values = {"neg_elbo": distortion + rate, "rate": rate, "distortion": distortion,
                   "psnr": peak_signal_noise_ratio(recon, x, data_range=1.0, reduction="none", dim=(1, 2, 3)),
-                  "ssim": structural_similarity_index_measure(recon, x, data_range=1.0, reduction="none")}
+                  "ssim": ssim_valid(recon, x)}
         if iwae_k > 0:
             values["neg_iwae"] = iwae_bound(vae, x, iwae_k, gen)
         for k, v in values.items():

@@ -1,12 +1,14 @@
 """Per-image PSNR and SSIM in numpy.
 
-SSIM follows torchmetrics' ``StructuralSimilarityIndexMeasure`` defaults (version 1.9) so numbers agree
-across backends and papers: Gaussian window of 11 x 11 taps with sigma 1.5 (taps at offsets -5..5,
-``exp(-d**2 / (2 sigma**2))`` normalised), ``K1 = 0.01``, ``K2 = 0.03``, ``C1 = (K1 L)**2``,
-``C2 = (K2 L)**2`` with ``L = data_range``; each image is reflect-padded by 5 pixels (edge pixel not
-repeated: ``d c b | a b c d``, scipy's ``mode="mirror"``), filtered to a same-size SSIM map (variances
-clamped at 0), and the whole map, border included, is averaged (torchmetrics pads and does not crop).
-Unlike torchmetrics, ``data_range`` defaults to 1.0 instead of the data's max - min.
+SSIM uses one convention everywhere in facevae (this module, the torch evaluation and the TF
+evaluation), that of Wang et al. (2004) and ``tf.image.ssim``: Gaussian window of 11 x 11 taps with
+sigma 1.5 (taps at offsets -5..5, ``exp(-d**2 / (2 sigma**2))`` normalised), ``K1 = 0.01``,
+``K2 = 0.03``, ``C1 = (K1 L)**2``, ``C2 = (K2 L)**2`` with ``L = data_range``, variances clamped at 0,
+and the SSIM map averaged over the **valid** centres only, the (H-10) x (W-10) positions whose window
+lies inside the image. torchmetrics' default instead reflect-pads by 5 pixels and averages the whole
+map, border included; on 48 x 48 faces that shifts SSIM by up to 0.06, so the torch backend crops
+torchmetrics' full SSIM map to the valid centres (``tests/parity/test_metrics_parity.py``).
+``data_range`` defaults to 1.0 (torchmetrics' default is the data's max - min).
 """
 from __future__ import annotations
 
@@ -86,10 +88,10 @@ def _blur(x: np.ndarray, taps: np.ndarray) -> np.ndarray:
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray | float:
-    """Structural similarity per image with torchmetrics' default window and constants (module docstring).
+    """Structural similarity per image over the valid window centres (module docstring).
 
     Args:
-        a, b: images ``(H, W)`` or ``(N, H, W)`` of the same shape, each side >= 6 (the reflect pad of 5).
+        a, b: images ``(H, W)`` or ``(N, H, W)`` of the same shape, each side >= 11 (one window).
         data_range: peak-to-peak range ``L`` of the pixel values.
 
     Returns:
@@ -101,8 +103,9 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray | 
     a, b, single = _pair(a, b)
     rng = _check_range(data_range)
     pad = SSIM_KERNEL_SIZE // 2
-    if min(a.shape[1:]) <= pad:
-        raise ConfigError(f"SSIM needs images larger than {pad} x {pad}. Received: shape={a.shape[1:]}")
+    if min(a.shape[1:]) < SSIM_KERNEL_SIZE:
+        raise ConfigError(f"SSIM needs images of at least {SSIM_KERNEL_SIZE} x {SSIM_KERNEL_SIZE} pixels. "
+                          f"Received: shape={a.shape[1:]}")
     taps = gaussian_window()
     c1, c2 = (SSIM_K1 * rng) ** 2, (SSIM_K2 * rng) ** 2
     mu_a, mu_b = _blur(a, taps), _blur(b, taps)
@@ -110,5 +113,5 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> np.ndarray | 
     var_b = np.maximum(_blur(b * b, taps) - mu_b**2, 0.0)
     cov = _blur(a * b, taps) - mu_a * mu_b
     smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    out = smap.mean(axis=(1, 2))
+    out = smap[:, pad:-pad, pad:-pad].mean(axis=(1, 2))
     return float(out[0]) if single else out
