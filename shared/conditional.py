@@ -170,10 +170,10 @@ def edit_attributes(run_dir: Union[str, Path], *, n: int = 4, seed: int = 0) -> 
     Raises:
         RunError: not a conditional run, or an empty test split; ConfigError: ``n`` < 1.
     """
-    from shared.studio import test_faces
+    from shared.studio import held_out_faces
 
     run_dir, config, model = _open_conditional(run_dir)
-    faces = test_faces(run_dir, config, n)
+    faces = held_out_faces(run_dir, config, n)
     own = label_vectors(faces.labels)
     mean, _ = model.encode(faces.images, own)
     edits: list[tuple[str, np.ndarray]] = [("reconstruction", own)]

@@ -29,7 +29,7 @@ from shared.protocol import GenerativeModel
 from shared.runs import SPLIT, atomic_write_json, atomic_write_text, figures_dir, load_run_config
 
 __all__ = ["REFERENCE_LABEL", "TRAVERSAL_VALUES", "interpolate", "denoise", "inpaint", "open_run",
-           "held_out_faces", "test_faces", "labels_for", "reference_labels", "markdown_table", "latent_activity"]
+           "held_out_faces", "labels_for", "reference_labels", "markdown_table", "latent_activity"]
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ def held_out_faces(run_dir: str | Path, config: Any, n: Optional[int] = None) ->
     return faces.subset(test)
 
 
-held_out_faces.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported
-test_faces = held_out_faces  # older name, kept for callers (shared.conditional)
 
 
 def labels_for(model: GenerativeModel, faces: Faces) -> Optional[np.ndarray]:
