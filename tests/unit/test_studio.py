@@ -198,9 +198,9 @@ class TestInpaintPieces:
         assert len(fake_run.model.seen) == 3
 
     def test_masked_psnr_only_counts_missing_pixels(self):
-        clean = np.full((2, 8, 8), 0.5, np.float32)
-        mask = np.zeros((2, 8, 8), bool)
-        mask[:, 2:4, 2:6] = True
+        clean = np.full((2, 16, 16), 0.5, np.float32)
+        mask = np.zeros((2, 16, 16), bool)
+        mask[:, 6:8, 6:10] = True
         filled = clean.copy()
         filled[mask] += 0.1                       # error 0.1 in the hole -> 20 dB
         assert inpaint_metrics(filled, clean, mask)["psnr"] == pytest.approx(20.0, abs=1e-4)
