@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from shared.errors import FaceVAEError
+from shared.errors import ConfigError, FaceVAEError
 
 __all__ = ["main", "build_parser"]
 
@@ -112,9 +112,16 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
 
 
 def _cmd_generate(a: argparse.Namespace) -> None:
-    from shared.conditional import generate
-    out = generate(a.run_dir, gender=a.gender, ethnicity=a.ethnicity, age=a.age, n=a.n, seed=a.seed)
-    print(f"faces written to {out}")
+    from shared.conditional import attribute_grid, edit_attributes, generate
+    wanted = [a.gender, a.ethnicity, a.age]
+    if any(v is not None for v in wanted) or not (a.grid or a.edit):
+        if any(v is None for v in wanted):
+            raise ConfigError("generate needs --gender, --ethnicity and --age (or only --grid / --edit N)")
+        print(f"faces written to {generate(a.run_dir, gender=a.gender, ethnicity=a.ethnicity, age=a.age, n=a.n, seed=a.seed)}")
+    if a.grid:
+        print(f"attribute grids written to {attribute_grid(a.run_dir, seed=a.seed)}")
+    if a.edit:
+        print(f"attribute edits written to {edit_attributes(a.run_dir, n=a.edit, seed=a.seed)}")
 
 
 def _cmd_convert_run(a: argparse.Namespace) -> None:
@@ -190,10 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="faces with requested labels (conditional models)")
     p.add_argument("run_dir")
-    p.add_argument("--gender", type=int, required=True, choices=(0, 1))
-    p.add_argument("--ethnicity", type=int, required=True, choices=range(5))
-    p.add_argument("--age", type=float, required=True)
+    p.add_argument("--gender", type=int, choices=(0, 1), help="0 male, 1 female")
+    p.add_argument("--ethnicity", type=int, choices=range(5), help="0 White, 1 Black, 2 Asian, 3 Indian, 4 Others")
+    p.add_argument("--age", type=float, help="years")
     p.add_argument("--n", type=int, default=16)
+    p.add_argument("--grid", action="store_true", help="also the attribute grid (ethnicity x age band, per gender)")
+    p.add_argument("--edit", type=int, default=0, metavar="N", help="also edit the labels of N real test faces")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_generate)
 

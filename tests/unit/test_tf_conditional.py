@@ -120,3 +120,20 @@ class TestLabelFidelity:
         result = evaluate(model, generate_faces(12, 32, seed=5), iwae_k=0, classifier=_ConstantClassifier())
         assert result["label_fidelity"]["gender_fidelity"] == pytest.approx(0.5)
         assert "neg_iwae" not in result and result["n"] == 12
+
+
+class TestGenerateCLI:
+    def test_generate_grid_and_edit_from_the_command_line(self, cvae_run, capsys):
+        from shared.cli import main
+
+        assert main(["generate", str(cvae_run), "--gender", "0", "--ethnicity", "1", "--age", "40", "--n", "3",
+                     "--grid", "--edit", "2"]) == 0
+        out = capsys.readouterr().out
+        assert "faces written to" in out and "attribute grids written to" in out and "attribute edits" in out
+        assert (cvae_run / GENERATED / "male_black_age40_seed0.npy").is_file()
+
+    def test_partial_labels_exit_2_with_a_message(self, cvae_run, capsys):
+        from shared.cli import main
+
+        assert main(["generate", str(cvae_run), "--gender", "0"]) == 2
+        assert "--ethnicity" in capsys.readouterr().err
