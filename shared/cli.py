@@ -108,7 +108,8 @@ def _cmd_denoise(a: argparse.Namespace) -> None:
 
 def _cmd_inpaint(a: argparse.Namespace) -> None:
     from shared.studio import inpaint
-    print(f"results written to {inpaint(a.run_dir, mask=a.mask, method=a.method, n=a.n, seed=a.seed)}")
+    out = inpaint(a.run_dir, mask=a.mask, method=a.method, n=a.n, seed=a.seed, iterations=a.iterations, steps=a.steps)
+    print(f"results written to {out}")
 
 
 def _cmd_generate(a: argparse.Namespace) -> None:
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--mask", choices=("box", "random"), default="box")
     p.add_argument("--method", choices=("decode", "iterate", "optimize"), default="iterate")
+    p.add_argument("--iterations", type=int, default=50, help="projection rounds of --method iterate")
+    p.add_argument("--steps", type=int, default=200, help="optimiser steps of --method optimize")
     p.add_argument("--n", type=int, default=256, help="test faces used")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_inpaint)
