@@ -28,7 +28,10 @@ synthetic:4000, gaussian σ=0.1, 10 ep.   -2639.26 / -2573.13 -2630.30 / -2549.3
 With the Bernoulli likelihood the models spend only 13-19 nats of rate and the diagonal posterior's
 ELBO-IWAE gap is about 2 nats, so there is little for a richer posterior to win; with the sharp
 Gaussian likelihood (rate about 80 nats, gap 66 nats) the IAF learns a non-trivial flow (log-det about
--18 nats) but has not caught up with the diagonal posterior after 10 epochs.
+-18 nats) but has not caught up with the diagonal posterior after 10 epochs. More flow steps did not
+help either (synthetic bernoulli, 12 epochs, K=8: iaf 1375.75 / 1378.00, gain -1.59 / -1.90). With
+``--kl-warmup-epochs 4`` the diagonal ``vae`` run stopped with a NaN loss at step 21 (beta = 0 at the
+start), so the warm-up comparison is still open.
 """
 from __future__ import annotations
 
