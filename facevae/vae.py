@@ -13,7 +13,7 @@ Likelihoods (the decoder outputs logits; its mean image is ``sigmoid(logits)`` i
 
 Training-only shaping (the logged ``rate`` is always the true KL, ``elbo`` the true negative ELBO):
 
-* KL warm-up: β ramps linearly from 0 at epoch 0 to ``beta`` at epoch ``kl_warmup_epochs``;
+* KL warm-up: β ramps linearly to ``beta`` at epoch ``kl_warmup_epochs`` (``ModelConfig.beta_at``);
 * free bits: each latent dimension's batch-mean KL is floored at ``free_bits`` nats.
 
 In eval mode (validation) the loss is the target objective ``distortion + beta·rate`` every epoch,
@@ -69,16 +69,15 @@ class ConvVAE(nn.Module):
         self.logvar_head = nn.Linear(plan.feature_dim, plan.latent_dim)
         self.decoder = build_layers(plan.decoder)
         self.latent_dim = cfg.latent_dim
-        self.beta_now = float(cfg.beta) if cfg.kl_warmup_epochs == 0 else 0.0
+        self.beta_now = cfg.beta_at(0)
 
     @property
     def n_parameters(self) -> int:
         return count_parameters(self)
 
     def on_epoch_start(self, epoch: int) -> None:
-        """KL warm-up: β·min(1, epoch / kl_warmup_epochs)."""
-        w = self.cfg.kl_warmup_epochs
-        self.beta_now = float(self.cfg.beta) * (min(1.0, epoch / w) if w else 1.0)
+        """KL warm-up: the training β of ``epoch`` (:meth:`shared.config.ModelConfig.beta_at`)."""
+        self.beta_now = self.cfg.beta_at(epoch)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, 1, H, W)`` in [0, 1] -> posterior ``(mean, logvar)``, each ``(B, d)``."""

@@ -11,7 +11,7 @@ import math
 import tensorflow as tf
 
 __all__ = ["recon_nll", "MIN_SIGMA", "kl_diag_normal", "log_normal_diag", "log_standard_normal",
-           "beta_at", "combine_terms", "TERM_NAMES"]
+           "combine_terms", "TERM_NAMES"]
 
 TERM_NAMES = ("loss", "distortion", "rate", "elbo", "beta")
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -56,13 +56,6 @@ def log_normal_diag(z: tf.Tensor, mean: tf.Tensor, logvar: tf.Tensor) -> tf.Tens
 def log_standard_normal(z: tf.Tensor) -> tf.Tensor:
     """log N(z; 0, I) summed over the last axis: ``(B, D) -> (B,)``."""
     return -0.5 * tf.reduce_sum(_LOG_2PI + tf.square(z), axis=-1)
-
-
-def beta_at(epoch: int, beta: float, warmup_epochs: int) -> float:
-    """KL weight of ``epoch`` (0-based): ramps linearly from 0 at epoch 0 to ``beta`` at ``warmup_epochs``."""
-    if warmup_epochs <= 0:
-        return float(beta)
-    return float(beta) * min(1.0, epoch / warmup_epochs)
 
 
 def combine_terms(distortion: tf.Tensor, rate: tf.Tensor, beta: tf.Tensor, free_bits: float = 0.0,

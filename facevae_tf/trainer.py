@@ -31,7 +31,6 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from facevae_tf import checkpoint
-from facevae_tf.losses import beta_at
 from facevae_tf.models import FaceVAE
 from shared.config import RunConfig, TrainConfig
 from shared.errors import ConfigError, FaceVAEError, RunError
@@ -200,7 +199,7 @@ def fit(model: FaceVAE, train: dict[str, np.ndarray], val: dict[str, np.ndarray]
         t0 = time.perf_counter()
         lr = lr_at(cfg, epoch)
         optimizer.learning_rate.assign(lr)
-        beta = tf.constant(beta_at(epoch, mcfg.beta, mcfg.kl_warmup_epochs), tf.float32)
+        beta = tf.constant(mcfg.beta_at(epoch), tf.float32)
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)
         sums = _Sums()
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,

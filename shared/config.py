@@ -123,7 +123,7 @@ class ModelConfig(_JsonMixin):
         latent_dim, beta: VAE latent size and KL weight.
         likelihood: ``bernoulli`` (BCE summed over pixels) or ``gaussian``.
         sigma_mode, sigma: Gaussian decoder σ, ``fixed`` at ``sigma`` or ``learned`` per image.
-        kl_warmup_epochs: β ramps linearly from 0 over this many epochs (0: off).
+        kl_warmup_epochs: β ramps linearly up to ``beta`` over this many epochs (0: off); see :meth:`beta_at`.
         free_bits: minimum KL per latent dimension in nats (0: off).
         task: CNN target (``gender``, ``ethnicity``, ``age`` or ``all`` = one trunk, three heads).
         flow_steps, flow_hidden: IAF steps and MADE hidden width.
@@ -169,6 +169,16 @@ class ModelConfig(_JsonMixin):
         if self.image_size % stride:
             raise ConfigError(f"`image_size` must be divisible by 2**len(channels) = {stride} "
                               f"for channels={list(self.channels)}. Received: image_size={self.image_size}")
+
+    def beta_at(self, epoch: int) -> float:
+        """KL weight of training epoch ``epoch`` (0-based) under warm-up: ``β·min(1, (epoch+1)/(W+1))``.
+
+        The ramp starts at ``β/(W+1)``, never at 0: with no KL pressure at all an unconstrained
+        log-variance runs off to -inf within a few steps, and ``0·inf`` turns the loss into NaN.
+        It reaches ``β`` at epoch ``W = kl_warmup_epochs``. Validation always uses ``β``.
+        """
+        w = self.kl_warmup_epochs
+        return float(self.beta) * min(1.0, (epoch + 1) / (w + 1)) if w else float(self.beta)
 
     @property
     def label_dim(self) -> int:

@@ -11,7 +11,6 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from facevae_tf import backend, checkpoint  # noqa: E402
-from facevae_tf.losses import beta_at  # noqa: E402
 from facevae_tf.models import FaceVAE, build_model  # noqa: E402
 from facevae_tf.trainer import NonFiniteLossError, enable_determinism, lr_at  # noqa: E402
 from shared.config import TrainConfig  # noqa: E402
@@ -115,9 +114,15 @@ class TestSchedules:
         assert lr_at(TrainConfig(lr=1.0, schedule="seed"), 3) == pytest.approx(0.25)
         assert lr_at(TrainConfig(lr=0.3), 9) == pytest.approx(0.3)
 
-    def test_kl_warmup(self):
-        assert [beta_at(e, 2.0, 4) for e in (0, 2, 4, 9)] == [0.0, 1.0, 2.0, 2.0]
-        assert beta_at(0, 0.5, 0) == 0.5
+    def test_kl_warmup_trains_without_nan(self, tmp_path):
+        """β never starts at 0 (0·inf was NaN at step 21 once), and a warm-up run finishes with finite losses."""
+        api = pytest.importorskip("shared.api")
+        config = api.build_config(backend="tf", model="vae", data="synthetic:96", image_size=32, latent_dim=4,
+                                  channels=(4, 8), hidden_dims=(16,), epochs=3, batch_size=32, lr=0.01,
+                                  kl_warmup_epochs=2, early_stopping=0)
+        records = read_metrics(api.train(config, tmp_path / "warm"))
+        assert [r["train_beta"] for r in records] == pytest.approx([1 / 3, 2 / 3, 1.0])
+        assert all(np.isfinite(r["train_loss"]) for r in records)
 
 
 class TestEndToEnd:

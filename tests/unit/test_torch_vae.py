@@ -120,7 +120,7 @@ class TestTrainingShaping:
         for epoch in (0, 2, 4, 9):
             model.on_epoch_start(epoch)
             seen.append(float(model.train().loss_terms(_batch())["beta"]))
-        assert seen == [0.0, 1.0, 2.0, 2.0]
+        assert seen == pytest.approx([2.0 / 5, 2.0 * 3 / 5, 2.0, 2.0])  # β·min(1, (epoch+1)/(W+1))
         model.on_epoch_start(0)
         assert float(model.eval().loss_terms(_batch())["beta"]) == 2.0  # validation: target objective
 
