@@ -1,15 +1,15 @@
 """Side by side: the original ``seed`` CNNs against our ``default`` design, on one seeded split.
 
 Trains ``seed`` (one model per task, the original recipe: 10 epochs, batch 50, Adam 5e-4/(1+epoch))
-and ``default`` (by default ONE shared-trunk model with three heads, task ``all``; ``--per-task``
-trains one per task instead) on ``../shared/data/age_gender_part1.csv.gz``, then scores every model
+and ``default`` (one model per task; ``--multitask`` trains ONE shared-trunk model with three heads,
+task ``all``, instead) on ``../shared/data/age_gender_part1.csv.gz``, then scores every model
 on the TEST split (never seen in training or model selection) and prints a markdown table.
 
 Each finished run leaves a row in ``--out``/rows/*.json, so runs can be split over processes
 (``--presets seed`` in one, ``--presets default`` in another) and the table re-printed with
 ``--report``; a row already present is not retrained.
 
-    .venv/bin/python benchmarks/cnn_vs_seed.py                       # everything (long on 2 CPU cores)
+    .venv/bin/python benchmarks/cnn_vs_seed.py                       # everything (~1 h of 2 busy CPU cores)
     .venv/bin/python benchmarks/cnn_vs_seed.py --presets seed --tasks gender
     .venv/bin/python benchmarks/cnn_vs_seed.py --report
 """
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cnn_vs_seed")
     p.add_argument("--presets", default="seed,default")
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--per-task", action="store_true", help="train one default model per task (not one 'all')")
+    p.add_argument("--multitask", action="store_true", help="train one default model for task 'all'")
     p.add_argument("--epochs", type=int, default=None, help="override both recipes' epochs (quick look only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=0)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.info("split: %s", split.summary())
         tasks = [t for t in args.tasks.split(",") if t]
         for preset in [p for p in args.presets.split(",") if p]:
-            runs = tasks if (preset == "seed" or args.per_task) else ["all"]
+            runs = ["all"] if (preset == "default" and args.multitask) else tasks
             for task in runs:
                 row = run_one(preset, task, faces, split, args.out, args)
                 logging.info("finished %s/%s in %.1f min", preset, task, row["train_seconds"] / 60)
