@@ -287,7 +287,7 @@ class RunConfig(_JsonMixin):
 # Training recipes per (family, preset). ``seed`` reproduces the original work's recipe.
 _TRAIN_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("cnn", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
-    ("cnn", "default"): dict(epochs=12, batch_size=64, lr=1e-3, weight_decay=0.05, optimizer="adamw",
+    ("cnn", "default"): dict(epochs=20, batch_size=64, lr=1e-3, weight_decay=0.05, optimizer="adamw",
                              schedule="cosine", early_stopping=0, label_smoothing=0.1, augment=True),
     ("vae", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
     ("vae", "default"): dict(epochs=30, batch_size=128, lr=2e-3, optimizer="adam", schedule="cosine",
