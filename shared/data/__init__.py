@@ -112,7 +112,7 @@ def load_with_report(spec: str, image_size: int = 48, *, use_cache: bool = True)
     else:
         path = Path(spec).expanduser()
         if kind == "utkface-folder":
-            from shared.data.utkface import list_folder
+            from shared.data.image_folder import list_folder
             names = list_folder(path)
             digest = cache.source_digest(path, names)
         else:
@@ -127,7 +127,7 @@ def load_with_report(spec: str, image_size: int = 48, *, use_cache: bool = True)
         if kind == "orl":
             faces = load_orl(image_size, report, path)
         elif kind == "utkface-folder":
-            from shared.data.utkface import load_folder
+            from shared.data.image_folder import load_folder
             faces = load_folder(path, image_size, report, names)
         else:
             from shared.data.kaggle import load_table

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.data.utkface import to_square_gray
+from shared.data.image_folder import to_square_gray
 from shared.data.validate import UNKNOWN, Report
 from shared.errors import DataError
 from shared.faces import Faces

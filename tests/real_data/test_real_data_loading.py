@@ -6,7 +6,7 @@ import pytest
 
 from shared.data import convert, load, load_with_report
 from shared.data.splits import make_split
-from shared.data.utkface import NAME_PATTERN, list_folder, parse_name
+from shared.data.image_folder import NAME_PATTERN, list_folder, parse_name
 from shared.errors import DataError
 
 pytestmark = pytest.mark.real_data

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from shared.data import load, load_with_report
-from shared.data.utkface import parse_name, to_square_gray
+from shared.data.image_folder import parse_name, to_square_gray
 from shared.errors import DataError
 
 
