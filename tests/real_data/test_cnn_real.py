@@ -48,6 +48,7 @@ def test_default_gender_learns_on_real_faces(real, real_data, tmp_path):
     """Two epochs of the default recipe already beat the majority class by a wide margin."""
     faces, split = real
     cfg = _config(real_data, task="gender", preset="default", epochs=2)
+    cfg.save(tmp_path / "config.json")  # what shared.api.train writes before calling the backend
     cnn_backend.train(cfg, faces, split, tmp_path)
     clf = cnn_backend.load(tmp_path)
     test = faces.subset(split.test)
