@@ -91,6 +91,17 @@ def load_model(run_dir: str | Path):
     return get_backend(load_run_config(run_dir).backend).load(Path(run_dir))
 
 
+def _load_classifier(run_dir: Path, config: RunConfig):
+    """The CNN of ``run_dir``, checked to be a classifier at the evaluated run's image size."""
+    clf_config = load_run_config(run_dir)
+    if clf_config.model.family != "cnn":
+        raise RunError(f"{run_dir}: --classifier needs a cnn run; this run is a {clf_config.model.family!r} model")
+    if clf_config.data.image_size != config.data.image_size:
+        raise RunError(f"{run_dir}: the classifier was trained on {clf_config.data.image_size}px faces, "
+                       f"the evaluated run uses {config.data.image_size}px")
+    return get_backend(clf_config.backend).load(run_dir)
+
+
 def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
              classifier: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
     """Evaluate a run on its saved test split (or on every face of ``data``); writes ``eval.json``.
@@ -114,7 +125,7 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
         faces = faces.subset(Split.load(run_dir / SPLIT, faces).test)
     backend = get_backend(config.backend)
     model = backend.load(run_dir)
-    clf = get_backend("torch").load(Path(classifier)) if classifier else None
+    clf = _load_classifier(Path(classifier), config) if classifier else None
     result = backend.evaluate(model, faces, iwae_k=iwae_k, classifier=clf, seed=seed, out_dir=run_dir)
     result = {"run_dir": str(run_dir), "data": data or f"{config.data.spec} (test split)",
               "n_faces": len(faces), **result}

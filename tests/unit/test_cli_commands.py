@@ -54,3 +54,9 @@ def test_user_errors_exit_2_with_one_line(argv, words, tmp_path, capsys):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def test_classifier_must_be_a_cnn_run(run, capsys):
+    assert main(["evaluate", str(run), "--classifier", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "--classifier needs a cnn run" in err and "Traceback" not in err
