@@ -97,14 +97,6 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
-def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
-    if schedule == "seed":  # the original recipe: lr / (1 + epoch)
-        return lambda e: 1.0 / (1.0 + e)
-    if schedule == "cosine":
-        return lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / epochs))
-    return lambda e: 1.0
-
-
 def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
     if torch.cuda.is_available():
@@ -210,7 +202,7 @@ def fit(model: nn.Module, train: dict[str, np.ndarray], val: dict[str, np.ndarra
         raise ConfigError(f"training needs faces in both splits; got train={n_train}, val={len(val_t['images'])}")
 
     optimizer = _optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg.schedule, cfg.epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cfg.lr_factor(e))
     gens = {"batch": torch.Generator().manual_seed(cfg.seed),
             "augment": torch.Generator(device=device).manual_seed(cfg.seed + 1)}
     start_epoch, best, best_metrics, patience, stopped = 0, math.inf, {}, 0, False

@@ -85,12 +85,8 @@ def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate of ``epoch``: constant, cosine over ``cfg.epochs``, or ``seed`` = lr / (1 + epoch)."""
-    if cfg.schedule == "seed":
-        return cfg.lr / (1.0 + epoch)
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.epochs) / cfg.epochs))
-    return cfg.lr
+    """Learning rate of ``epoch``: ``cfg.lr`` times :meth:`shared.config.TrainConfig.lr_factor`."""
+    return cfg.lr * cfg.lr_factor(epoch)
 
 
 class _Sums:

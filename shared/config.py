@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -226,6 +227,17 @@ class TrainConfig(_JsonMixin):
         _in_range("label_smoothing", self.label_smoothing, 0.0, 0.99)
         _in_range("seed", self.seed, 0, 2**32 - 1, int)
         _choice("device", self.device, DEVICES)
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of ``lr`` in ``epoch`` (0-based), shared by both backends' trainers.
+
+        ``constant``: 1; ``cosine``: ½(1 + cos(π·epoch/epochs)); ``seed``: 1/(1 + epoch), the original recipe.
+        """
+        if self.schedule == "seed":
+            return 1.0 / (1.0 + epoch)
+        if self.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
+        return 1.0
 
 
 @dataclass(frozen=True)

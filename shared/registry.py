@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 from types import ModuleType
 
 from shared.config import BACKENDS
@@ -53,8 +52,3 @@ def get_backend(name: str | None = None) -> ModuleType:
             raise FaceVAEError(f"backend {chosen!r} needs {exc.name!r}: pip install 'facevae[{_EXTRAS[chosen]}]'") from None
         raise
 
-
-def backend_of_run(run_dir: str | Path) -> ModuleType:
-    """The backend module that trained the run in ``run_dir`` (read from its ``config.json``)."""
-    from shared.runs import load_run_config
-    return get_backend(load_run_config(run_dir).backend)

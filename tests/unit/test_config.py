@@ -92,3 +92,9 @@ def test_warmup_ramp_never_starts_at_zero():
     cfg = ModelConfig(beta=2.0, kl_warmup_epochs=3)
     assert [cfg.beta_at(e) for e in range(5)] == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0])
     assert ModelConfig(beta=0.7).beta_at(0) == 0.7
+
+
+def test_lr_schedules():
+    assert TrainConfig(schedule="seed").lr_factor(3) == pytest.approx(0.25)
+    assert [TrainConfig(schedule="cosine", epochs=4).lr_factor(e) for e in (0, 2, 4, 9)] == pytest.approx([1, 0.5, 0, 0])
+    assert TrainConfig().lr_factor(7) == 1.0
