@@ -71,7 +71,7 @@ def _median_rate(times: list[float], images: int) -> float:
 def _torch_worker(variant: str, a: argparse.Namespace, faces) -> dict:
     import torch
 
-    from facevae.vae import ConvVAE
+    from facevae.models import ConvVAE
     from shared.config import ModelConfig
 
     if a.threads:

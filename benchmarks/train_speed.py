@@ -1,4 +1,4 @@
-"""Trainer overhead benchmark: images/s of ``facevae.trainer.fit`` vs a bare loop.
+"""Trainer overhead benchmark: images/s of ``facevae.engine.fit`` vs a bare loop.
 
 Both train the same VAE (same initial weights), on the same in-memory tensors, with the same
 optimizer and the same batch order (``torch.randperm`` from a generator seeded alike). The bare loop
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from facevae.backend import build_vae  # noqa: E402
-from facevae.trainer import _optimizer, fit, select_device, to_tensors  # noqa: E402
+from facevae.engine import _optimizer, fit, select_device, to_tensors  # noqa: E402
 from shared.config import ModelConfig, RunConfig, TrainConfig, DataConfig  # noqa: E402
 from shared.runs import read_metrics  # noqa: E402
 

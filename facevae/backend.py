@@ -13,9 +13,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from facevae.protocol_adapter import BATCH, TorchGenerativeModel
-from facevae.trainer import fit, load_weights, select_device
-from facevae.vae import ConvVAE
+from facevae.adapter import BATCH, TorchGenerativeModel
+from facevae.engine import fit, load_weights, select_device
+from facevae.models import ConvVAE
 from shared.config import ModelConfig, RunConfig
 from shared.errors import ConfigError
 from shared.faces import Faces
@@ -86,13 +86,13 @@ def evaluate(model: Any, faces: Faces, *, iwae_k: int = 64, classifier: Any = No
              out_dir: Optional[Path] = None) -> dict:
     """Held-out metrics of a loaded model on ``faces`` (JSON-serialisable).
 
-    For a VAE see :func:`facevae.vae_eval.evaluate_vae`; a CNN goes to ``facevae.cnn_backend``.
+    For a VAE see :func:`facevae.evaluation.evaluate_vae`; a CNN goes to ``facevae.cnn_backend``.
     """
     if _check_family(model.config) == "cnn":
         from facevae import cnn_backend
         return cnn_backend.evaluate(model, faces, iwae_k=iwae_k, classifier=classifier, seed=seed,
                                     out_dir=out_dir)
-    from facevae.vae_eval import evaluate_vae
+    from facevae.evaluation import evaluate_vae
     return evaluate_vae(model, faces, iwae_k=iwae_k, classifier=classifier, seed=seed)
 
 

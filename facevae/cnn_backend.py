@@ -16,7 +16,7 @@ import torch
 
 from facevae.cnn import FaceCNN, augment_batch, tasks_of
 from facevae.layers import count_parameters
-from facevae.trainer import fit, load_weights, select_device
+from facevae.engine import fit, load_weights, select_device
 from shared.config import RunConfig
 from shared.errors import ConfigError
 from shared.evaluation import (AGE_BAND_NAMES, classification_metrics, metrics_by_group,

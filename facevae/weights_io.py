@@ -1,4 +1,4 @@
-"""Plan-keyed numpy weights of a torch :class:`~facevae.vae.ConvVAE` (export, import, run folders).
+"""Plan-keyed numpy weights of a torch :class:`~facevae.models.ConvVAE` (export, import, run folders).
 
 Keys and layouts are described in :mod:`shared.weight_layout`; arrays stay in torch's native layout
 (conv ``(O, I, kh, kw)``, deconv ``(I, O, kh, kw)``, linear ``(out, in)``, flatten order C·H·W).
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from facevae.checkpoint import checkpoint_path, save_checkpoint
-from facevae.vae import ConvVAE
+from facevae.models import ConvVAE
 from shared.architecture import vae_plan
 from shared.config import RunConfig
 from shared.errors import ConfigError

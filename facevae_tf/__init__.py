@@ -10,7 +10,7 @@ Environment: importing this package runs
 TensorFlow's C++ info and warning lines (errors still show). ``setdefault`` means a value the user
 has already set wins. (TensorFlow 2.21 still prints a few start-up lines before its logging is
 configured; the variable cannot hide those.) Nothing else global is changed at import time;
-training seeds the global RNGs (see :mod:`facevae_tf.trainer`).
+training seeds the global RNGs (see :mod:`facevae_tf.engine`).
 """
 from __future__ import annotations
 

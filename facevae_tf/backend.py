@@ -2,7 +2,7 @@
 
 Models: ``vae``, ``cvae`` (labels from :func:`shared.faces.label_vectors`) and ``iaf``. A run folder
 holds ``config.json`` and ``checkpoints/{last,best}`` (``tf.train.Checkpoint``); :func:`load` needs
-nothing else. See :mod:`facevae_tf.trainer` for seeding and determinism.
+nothing else. See :mod:`facevae_tf.engine` for seeding and determinism.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from facevae_tf import checkpoint
 from facevae_tf.evaluation import evaluate
-from facevae_tf.generative import CHUNK, TFGenerativeModel, arrays_of
+from facevae_tf.adapter import CHUNK, TFGenerativeModel, arrays_of
 from facevae_tf.models import build_model
-from facevae_tf.trainer import device_scope, fit, seed_everything
+from facevae_tf.engine import device_scope, fit, seed_everything
 from shared.config import RunConfig
 from shared.errors import ConfigError, FaceVAEError
 from shared.faces import Faces
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume: bool = False) -> dict:
     """Train the model of ``config`` on ``split.train`` (validating on ``split.val``) into ``run_dir``.
 
-    Seeds Python/numpy/TF globals with ``config.train.seed`` (see :func:`facevae_tf.trainer.seed_everything`)
-    and places the work on ``config.train.device`` (:func:`facevae_tf.trainer.device_scope`).
+    Seeds Python/numpy/TF globals with ``config.train.seed`` (see :func:`facevae_tf.engine.seed_everything`)
+    and places the work on ``config.train.device`` (:func:`facevae_tf.engine.device_scope`).
 
     Returns:
         The best epoch's metrics record.

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from facevae_tf.generative import TFGenerativeModel, arrays_of
+from facevae_tf.adapter import TFGenerativeModel, arrays_of
 from shared.conditional import GRID_AGES
 from shared.config import LABEL_DIM
 from shared.errors import ConfigError

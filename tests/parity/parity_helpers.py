@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from facevae import weights_io as torch_io
-from facevae.protocol_adapter import TorchGenerativeModel
-from facevae.vae import ConvVAE
+from facevae.adapter import TorchGenerativeModel
+from facevae.models import ConvVAE
 from facevae_tf import weights_io as tf_io
-from facevae_tf.generative import TFGenerativeModel
+from facevae_tf.adapter import TFGenerativeModel
 from facevae_tf.models import FaceVAE, build_model
 from shared.architecture import vae_plan
 from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig

@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("tensorflow")
 
-from facevae.vae_eval import iwae_bound  # noqa: E402
+from facevae.evaluation import iwae_bound  # noqa: E402
 from shared.grids import interpolation_matrix  # noqa: E402
 from tests.parity.parity_helpers import TOL, protocol_pair, random_images, small_config  # noqa: E402
 

@@ -14,7 +14,7 @@ Constants each side uses (both evaluation modules call them with their defaults,
   (tolerance ``SSIM_ATOL``). torchmetrics' default average differs: the reflect-padded border is
   53 % of the centres at 32×32 and 37 % at 48×48, and we measured differences up to 0.15 (32×32)
   and 0.06 (48×48) on these pairs. facevae therefore reports the valid-centre SSIM on both backends
-  (``facevae.vae_eval.ssim_valid`` crops torchmetrics' map) and in ``shared.image_metrics.ssim``;
+  (``facevae.evaluation.ssim_valid`` crops torchmetrics' map) and in ``shared.image_metrics.ssim``;
   ``test_backend_evaluations_report_the_same_ssim`` holds them to it.
 * PSNR: ``10·log10(L² / MSE)`` per image over all pixels on both sides (torchmetrics with
   ``reduction='none', dim=(1, 2, 3)``; ``tf.image.psnr`` reduces the last three axes);
@@ -91,7 +91,7 @@ def test_identical_images_give_ssim_one_on_both():
 @pytest.fixture(scope="module")
 def backend_metrics():
     """Each backend's own per-image evaluation (iwae off) on the same weights and faces."""
-    from facevae.vae_eval import per_image_metrics as torch_metrics
+    from facevae.evaluation import per_image_metrics as torch_metrics
     from facevae_tf.evaluation import per_image_metrics as tf_metrics
     from shared.synthetic import generate_faces
 

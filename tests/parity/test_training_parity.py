@@ -65,7 +65,7 @@ def _train_both(preset: str, size: int):
     lr, init_seed, shape = CASES[preset]
     cfg = small_config(preset, size, beta=1.0, **shape)
     torch.manual_seed(init_seed)
-    from facevae.vae import ConvVAE
+    from facevae.models import ConvVAE
     vae = ConvVAE(cfg)
     model = tf_from_torch(vae)
     vae.train()
@@ -124,7 +124,7 @@ def test_trainable_weights_agree_after_20_steps(trained):
     t_w = torch_io.export_plan_weights(vae)
     k_w = convert_weights(tf_io.export_plan_weights(model), vae_plan(cfg), src="tf", dst="torch")
     torch.manual_seed(trained[-1])
-    from facevae.vae import ConvVAE
+    from facevae.models import ConvVAE
     init = torch_io.export_plan_weights(ConvVAE(cfg))
     moved = 0.0
     for key in t_w:
@@ -154,7 +154,7 @@ def test_moving_statistics_follow_each_frameworks_variance_convention(trained):
 
 def test_seed_case_starts_without_dead_channels():
     """The precondition of the seed-preset case: every BN input channel has batch variance > 1e-3."""
-    from facevae.vae import ConvVAE
+    from facevae.models import ConvVAE
     _, init_seed, shape = CASES["seed"]
     torch.manual_seed(init_seed)
     vae = ConvVAE(small_config("seed", 32, **shape)).train()

@@ -8,9 +8,9 @@ tf = pytest.importorskip("tensorflow")
 
 from facevae_tf import checkpoint  # noqa: E402
 from facevae_tf.backend import load  # noqa: E402
-from facevae_tf.generative import TFGenerativeModel  # noqa: E402
+from facevae_tf.adapter import TFGenerativeModel  # noqa: E402
 from facevae_tf.models import build_model  # noqa: E402
-from facevae_tf.trainer import seed_everything  # noqa: E402
+from facevae_tf.engine import seed_everything  # noqa: E402
 from shared.errors import ConfigError, FaceVAEError, RunError  # noqa: E402
 from shared.faces import label_vectors  # noqa: E402
 from shared.protocol import GenerativeModel  # noqa: E402

@@ -12,7 +12,7 @@ tf = pytest.importorskip("tensorflow")
 
 from facevae_tf import backend, checkpoint  # noqa: E402
 from facevae_tf.models import FaceVAE, build_model  # noqa: E402
-from facevae_tf.trainer import NonFiniteLossError, enable_determinism, lr_at  # noqa: E402
+from facevae_tf.engine import NonFiniteLossError, enable_determinism, lr_at  # noqa: E402
 from shared.config import TrainConfig  # noqa: E402
 from shared.errors import FaceVAEError, RunError  # noqa: E402
 from shared.runs import read_metrics  # noqa: E402
@@ -42,7 +42,7 @@ def _weights(run_dir, which="last"):
 def runs(tmp_path_factory, faces, split):
     """A 4-epoch run, a 2-epoch run resumed to 4 epochs, and a copy of the 2-epoch run.
 
-    Switches on TF op determinism for the rest of the test process (see facevae_tf.trainer).
+    Switches on TF op determinism for the rest of the test process (see facevae_tf.engine).
     """
     enable_determinism(0)
     root = tmp_path_factory.mktemp("tf_trainer")
@@ -164,7 +164,7 @@ class TestEndToEnd:
 
 class TestDevice:
     def test_cuda_without_gpu_is_a_config_error(self):
-        from facevae_tf.trainer import device_scope
+        from facevae_tf.engine import device_scope
         from shared.errors import ConfigError
 
         if tf.config.list_physical_devices("GPU"):

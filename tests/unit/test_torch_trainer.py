@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from facevae.checkpoint import checkpoint_path, load_checkpoint  # noqa: E402
-from facevae.trainer import NonFiniteLossError, fit, load_weights, select_device, to_tensors  # noqa: E402
+from facevae.engine import NonFiniteLossError, fit, load_weights, select_device, to_tensors  # noqa: E402
 from shared.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from shared.errors import FaceVAEError, RunError  # noqa: E402
 from shared.runs import read_metrics  # noqa: E402

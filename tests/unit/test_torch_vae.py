@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from facevae.layers import build_layers  # noqa: E402
-from facevae.vae import MIN_SIGMA, ConvVAE  # noqa: E402
+from facevae.models import MIN_SIGMA, ConvVAE  # noqa: E402
 from shared.architecture import Layer  # noqa: E402
 from shared.config import ModelConfig  # noqa: E402
 from tests.unit.torch_vae_helpers import single_thread, tiny_model_config  # noqa: E402, F401

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from facevae import backend  # noqa: E402
-from facevae.vae import ConvVAE  # noqa: E402
-from facevae.vae_eval import iwae_bound, per_image_metrics  # noqa: E402
+from facevae.models import ConvVAE  # noqa: E402
+from facevae.evaluation import iwae_bound, per_image_metrics  # noqa: E402
 from shared.protocol import GenerativeModel  # noqa: E402
 from shared.runs import read_metrics  # noqa: E402
 from tests.unit.torch_vae_helpers import single_thread, faces, split_of, tiny_run_config  # noqa: E402, F401

@@ -18,8 +18,8 @@ from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from tqdm.auto import tqdm
 
-from facevae.protocol_adapter import TorchGenerativeModel
-from facevae.vae import ConvVAE, kl_per_dim, log_normal_std
+from facevae.adapter import TorchGenerativeModel
+from facevae.models import ConvVAE, kl_per_dim, log_normal_std
 from shared.evaluation import frechet_distance, metrics_by_group
 from shared.faces import Faces
 
