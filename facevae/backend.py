@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -39,7 +39,8 @@ def build_vae(cfg: ModelConfig, seed: int = 0) -> ConvVAE:
     return ConvVAE(cfg)
 
 
-def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume: bool = False) -> dict:
+def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume: bool = False,
+          initial_weights: Optional[Mapping[str, np.ndarray]] = None) -> dict:
     """Train the model of ``config`` on ``faces[split.train]``, validating on ``faces[split.val]``.
 
     Args:
@@ -48,14 +49,22 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
         split: a :class:`shared.data.splits.Split` (``train``/``val``/``test`` index arrays).
         run_dir: the run folder.
         resume: continue from ``checkpoints/last.pt``.
+        initial_weights: optional plan-keyed starting weights in torch layout (as
+            ``facevae.weights_io.export_plan_weights`` gives them; ``vae`` family only), e.g. to start
+            both backends from the very same weights. Ignored on ``resume`` (the checkpoint wins).
 
     Returns:
-        The best epoch's validation metrics.
+        The best epoch's validation metrics plus the learning guard's ``warnings``.
     """
     if _check_family(config) == "cnn":
+        if initial_weights is not None:
+            raise ConfigError("`initial_weights` exist only for the vae family (the layer plan's weights)")
         from facevae import cnn_backend
         return cnn_backend.train(config, faces, split, run_dir, resume=resume)
     model = build_vae(config.model, config.train.seed)
+    if initial_weights is not None:
+        from facevae.weights_io import import_plan_weights
+        import_plan_weights(model, initial_weights)
     log.info("VAE with %d parameters (preset %s, latent_dim %d)", model.n_parameters, config.model.preset,
              config.model.latent_dim)
     train_data = {"images": faces.images[np.asarray(split.train)]}
@@ -86,14 +95,14 @@ def evaluate(model: Any, faces: Faces, *, iwae_k: int = 64, classifier: Any = No
              out_dir: Optional[Path] = None) -> dict:
     """Held-out metrics of a loaded model on ``faces`` (JSON-serialisable).
 
-    For a VAE see :func:`facevae.evaluation.evaluate_vae`; a CNN goes to ``facevae.cnn_backend``.
+    For a VAE see :func:`facevae.evaluation.evaluate`; a CNN goes to ``facevae.cnn_backend``.
     """
     if _check_family(model.config) == "cnn":
         from facevae import cnn_backend
         return cnn_backend.evaluate(model, faces, iwae_k=iwae_k, classifier=classifier, seed=seed,
                                     out_dir=out_dir)
-    from facevae.evaluation import evaluate_vae
-    return evaluate_vae(model, faces, iwae_k=iwae_k, classifier=classifier, seed=seed)
+    from facevae.evaluation import evaluate as evaluate_vae
+    return evaluate_vae(model, faces, iwae_k=iwae_k, classifier=classifier, seed=seed, out_dir=out_dir)
 
 
 def inpaint_optimize(model: TorchGenerativeModel, images: np.ndarray, mask: np.ndarray, *, steps: int = 200,
@@ -102,6 +111,7 @@ def inpaint_optimize(model: TorchGenerativeModel, images: np.ndarray, mask: np.n
 
     z starts at the encoder mean of the masked faces (plus N(0, 0.01²) jitter drawn with ``seed``)
     and minimises ``NLL(known pixels | z) + prior_weight · ½‖z‖²`` with Adam; weights stay frozen.
+    Mirrors ``facevae_tf.backend.inpaint_optimize`` (numpy jitter: the same z0 on both backends).
 
     Args:
         model: a loaded VAE (:func:`load`).
@@ -113,10 +123,12 @@ def inpaint_optimize(model: TorchGenerativeModel, images: np.ndarray, mask: np.n
     Returns:
         Decoded images ``(N, H, W)`` float32 in [0, 1] (the caller composites the known pixels).
     """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"`steps` must be an integer >= 0. Received: steps={steps!r}")
     vae: ConvVAE = model.module.eval()
     x_all = model.images_to_tensor(images)
     known_all = torch.from_numpy(~np.asarray(mask, bool)).to(model.device).unsqueeze(1).float()
-    gen = torch.Generator().manual_seed(int(seed))
+    rng = np.random.default_rng(int(seed))  # the TF backend draws the same jitter
     outs = []
     flags = [p.requires_grad for p in vae.parameters()]
     vae.requires_grad_(False)
@@ -125,7 +137,8 @@ def inpaint_optimize(model: TorchGenerativeModel, images: np.ndarray, mask: np.n
             x, known = x_all[i:i + BATCH] * known_all[i:i + BATCH], known_all[i:i + BATCH]
             with torch.no_grad():
                 z0 = vae.encode(x)[0]
-            z = (z0 + 0.01 * torch.randn(z0.shape, generator=gen).to(z0.device)).requires_grad_(True)
+            jitter = torch.from_numpy(rng.standard_normal(tuple(z0.shape)).astype(np.float32)).to(z0.device)
+            z = (z0 + 0.01 * jitter).requires_grad_(True)
             opt = torch.optim.Adam([z], lr=lr)
             for _ in range(steps):
                 logits = vae.decode_logits(z)

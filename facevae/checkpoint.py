@@ -1,26 +1,37 @@
-"""Safe, atomic checkpoints: ``torch.save`` into memory, atomic rename, ``weights_only=True`` loading.
+"""Safe, checksummed, atomic checkpoints: ``weights_only=True`` loading, SHA-256 over every byte.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 ``torch.load(weights_only=True)`` can read it and loading never executes code.
+
+File format ``facevae-checkpoint/1``: the line ``FACEVAE-CHECKPOINT/1``, a line with the hex
+SHA-256 of the payload, then the payload (the bytes ``torch.save(state)`` writes). Every byte is
+covered: a damaged magic line is not a checkpoint, a damaged digest or payload fails the check,
+so a flipped bit is refused instead of loading other numbers. The file is written atomically
+(temporary file + rename), so a crash leaves the previous checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from shared.errors import RunError
-from shared.runs import CHECKPOINTS, atomic_write_bytes
+from shared.io import atomic_write_bytes
+from shared.runs import CHECKPOINTS
 
-__all__ = ["checkpoint_path", "save_checkpoint", "load_checkpoint", "CHECKPOINT_NAMES"]
+__all__ = ["checkpoint_path", "save_checkpoint", "load_checkpoint", "has_checkpoint", "CHECKPOINT_NAMES", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAMES = ("last", "best")
+FORMAT = "facevae-checkpoint/1"
+_MAGIC = b"FACEVAE-CHECKPOINT/1\n"
+_DIGEST_LEN = 64 + 1  # hex SHA-256 and its newline
+_ZIP_MAGIC = b"PK\x03\x04"  # what plain torch.save files (written before checksums) start with
 
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
@@ -34,28 +45,64 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"{which}.pt"
 
 
+def has_checkpoint(run_dir: Path, which: str) -> bool:
+    """True when ``checkpoints/{which}.pt`` exists (whether it is intact is checked when loading)."""
+    return checkpoint_path(run_dir, which).is_file()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """Serialise ``state`` in memory and write it atomically (temp file + rename) to ``path``."""
+    """Serialise ``state`` in memory, prefix its SHA-256 and write it atomically to ``path``."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    return atomic_write_bytes(Path(path), buf.getvalue())
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n"
+    return atomic_write_bytes(Path(path), _MAGIC + digest + payload)
+
+
+def _damaged(path: Path, what: str) -> RunError:
+    return RunError(f"{path}: checkpoint is damaged ({what}); it cannot be trusted: restore it from a "
+                    f"copy, or train the run again")
+
+
+def _payload(path: Path, data: bytes) -> bytes:
+    """The verified payload of a ``facevae-checkpoint/1`` file; a legacy plain torch file as is."""
+    if data.startswith(_MAGIC):
+        digest, payload = data[len(_MAGIC):len(_MAGIC) + _DIGEST_LEN], data[len(_MAGIC) + _DIGEST_LEN:]
+        if hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n" != digest:
+            raise _damaged(path, "checksum mismatch")
+        return payload
+    if data.startswith(_ZIP_MAGIC):
+        # written before checksums existed: still loadable (weights_only), but damage cannot be detected
+        log.warning("%s: checkpoint has no checksum (older format); loading it unverified", path)
+        return data
+    raise _damaged(path, "not a facevae checkpoint header" if data else "empty file")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: arbitrary pickled objects are refused.
+    """Load and verify a checkpoint with ``weights_only=True``: arbitrary pickled objects are refused.
+
+    Files of the older format (a plain ``torch.save`` zip, no checksum) are still loaded, with a
+    warning, since they cannot be verified; anything else without the ``facevae-checkpoint/1``
+    header is refused.
 
     Raises:
-        RunError: the file is missing, or holds something other than plain tensors and containers
-            (e.g. a pickle whose ``__reduce__`` would run code).
+        RunError: the file is missing, damaged (checksum mismatch, truncated, unreadable), or holds
+            something other than plain tensors and containers (e.g. a pickle whose ``__reduce__``
+            would run code).
     """
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise RunError(f"{path}: refused to load checkpoint (not a plain weights file): "
-                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunError(f"{path}: checkpoint cannot be read ({exc.strerror or exc})") from None
+    payload = _payload(path, data)
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of the unpickler means "do not use this file"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunError(f"{path}: refused to load checkpoint (not a plain weights file, or damaged): {first}") from None
     if not isinstance(state, dict):
         raise RunError(f"{path}: checkpoint must hold a dict, found {type(state).__name__}")
     return state

@@ -17,6 +17,8 @@ Age is regressed as ``age / AGE_SCALE`` (L1 for ``seed``, Huber for ``default``)
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -114,9 +116,10 @@ class FaceCNN(nn.Module):
             out["age"] = out["age"].squeeze(1) * AGE_SCALE
         return out
 
-    def loss_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def loss_terms(self, batch: dict[str, Tensor], beta: Optional[float] = None) -> dict[str, Tensor]:
         """Per-task losses on logits (cross-entropy) and age/AGE_SCALE (L1 or Huber), their weighted
-        sum ``loss``, and detached monitoring terms (``<task>_acc``, ``age_mae`` in years)."""
+        sum ``loss``, and detached monitoring terms (``<task>_acc``, ``age_mae`` in years).
+        ``beta`` (the training loop's KL weight) does not concern a classifier and is ignored."""
         out = self(batch["images"])
         terms: dict[str, Tensor] = {}
         total = out[self.tasks[0]].new_zeros(())

@@ -19,16 +19,17 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from tqdm.auto import tqdm
 
 from facevae.adapter import TorchGenerativeModel
-from facevae.models import ConvVAE, kl_per_dim, log_normal_std
-from shared.evaluation import frechet_distance, metrics_by_group
+from facevae.losses import kl_diag_normal, log_standard_normal
+from facevae.models import ConvVAE
+from shared.evaluation import summarize_generative
+from shared.errors import ConfigError
 from shared.faces import Faces
 
-__all__ = ["evaluate_vae", "per_image_metrics", "iwae_bound", "FID_MAX_FACES"]
+__all__ = ["evaluate", "per_image_metrics", "iwae_bound"]
 
 log = logging.getLogger(__name__)
 
 _LOG_2PI = math.log(2.0 * math.pi)
-FID_MAX_FACES = 10_000  # faces (and prior samples) used for the Fréchet distance
 
 
 def ssim_valid(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -54,7 +55,7 @@ def iwae_bound(vae: ConvVAE, x: Tensor, k: int, gen: torch.Generator, *, max_dec
         ValueError: ``k < 1``.
     """
     if k < 1:
-        raise ValueError(f"`iwae_k` must be >= 1. Received: iwae_k={k}")
+        raise ConfigError(f"`iwae_k` must be >= 1. Received: iwae_k={k}")
     mean, logvar = (t.float() for t in vae.encode(x))  # (B, d)
     b, d = mean.shape
     std = torch.exp(0.5 * logvar)
@@ -67,7 +68,7 @@ def iwae_bound(vae: ConvVAE, x: Tensor, k: int, gen: torch.Generator, *, max_dec
         logits = vae.decode_logits(z.reshape(kc * b, d)).reshape(kc, b, *x.shape[1:])
         log_px = -vae.recon_nll(logits, x)  # (kc, B)
         log_qz = -0.5 * (eps.pow(2) + logvar + _LOG_2PI).sum(-1)
-        log_w = log_px + log_normal_std(z) - log_qz
+        log_w = log_px + log_standard_normal(z) - log_qz
         lse = torch.logsumexp(torch.stack([lse, torch.logsumexp(log_w, 0)]), 0)
     return -(lse - math.log(k))
 
@@ -91,7 +92,7 @@ def per_image_metrics(model: TorchGenerativeModel, images: np.ndarray, *, iwae_k
     for i in tqdm(range(0, len(x_all), batch_size), desc="evaluate", leave=False, disable=None):
         x = x_all[i:i + batch_size]  # (B, 1, H, W)
         mean, logvar = (t.float() for t in vae.encode(x))
-        rate = kl_per_dim(mean, logvar).sum(-1)
+        rate = kl_diag_normal(mean, logvar).sum(-1)
         z = mean + torch.exp(0.5 * logvar) * _randn(tuple(mean.shape), gen, x.device)
         distortion = vae.recon_nll(vae.decode_logits(z), x)
         recon = vae.decode(mean).float().clamp(0, 1)
@@ -105,41 +106,22 @@ def per_image_metrics(model: TorchGenerativeModel, images: np.ndarray, *, iwae_k
     return {k: np.concatenate(v).astype(np.float64) for k, v in out.items() if v}
 
 
-def evaluate_vae(model: TorchGenerativeModel, faces: Faces, *, iwae_k: int = 64, classifier: Any = None,
-                 seed: int = 0, batch_size: int = 128) -> dict[str, Any]:
-    """Metrics of a VAE on ``faces``: overall means and per ethnicity / gender / age band.
+def evaluate(model: TorchGenerativeModel, faces: Faces, *, iwae_k: int = 64, classifier: Any = None,
+             seed: int = 0, out_dir: Any = None, batch_size: int = 128) -> dict[str, Any]:
+    """Metrics of a VAE on held-out ``faces``: overall means and per ethnicity / gender / age band.
 
     Args:
         model: a loaded VAE (:func:`facevae.backend.load`).
         faces: held-out faces.
         iwae_k: importance samples for the IWAE bound (0 skips it).
-        classifier: optional loaded CNN with ``features(images01 (N, H, W)) -> (N, F)``; adds the Fréchet
-            distance between (up to :data:`FID_MAX_FACES`) real faces and as many prior samples.
+        classifier: optional loaded CNN; adds the Fréchet distance (:func:`shared.evaluation.summarize_generative`).
         seed: seeds every sampled quantity.
+        out_dir: accepted for the backend signature; nothing extra is written here.
         batch_size: images per forward pass.
 
     Returns:
         A JSON-serialisable dict (nats per image for the likelihood terms, dB for PSNR).
     """
     per = per_image_metrics(model, faces.images, iwae_k=iwae_k, seed=seed, batch_size=batch_size)
-
-    def summary(idx: np.ndarray) -> dict[str, float]:
-        return {k: float(v[idx].mean()) for k, v in per.items()} | {"n": int(len(idx))}
-
-    result: dict[str, Any] = {
-        "family": "vae", "iwae_k": int(iwae_k), "seed": int(seed),
-        "likelihood": model.config.model.likelihood, "latent_dim": model.latent_dim,
-        "n_parameters": int(sum(p.numel() for p in model.module.parameters())),
-        **summary(np.arange(len(faces))),
-        "by_group": metrics_by_group(faces.labels, summary),
-    }
-    if classifier is not None:
-        n = min(len(faces), FID_MAX_FACES)
-        real = classifier.features(faces.floats()[:n])
-        fake = classifier.features(model.sample(n, seed))
-        result["frechet_distance"] = float(frechet_distance(real, fake))
-        result["frechet_n"] = int(n)
-    log.info("neg_elbo %.2f  neg_iwae %s  rate %.2f  psnr %.2f dB  ssim %.3f", result["neg_elbo"],
-             f"{result['neg_iwae']:.2f}" if "neg_iwae" in result else "-", result["rate"], result["psnr"],
-             result["ssim"])
-    return result
+    return summarize_generative(model, faces, per, iwae_k=iwae_k, seed=seed, classifier=classifier,
+                                n_parameters=sum(p.numel() for p in model.module.parameters()))

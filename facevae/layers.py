@@ -2,7 +2,8 @@
 
 The TF backend walks the same list in the same order, which is what makes the two backends' shapes
 equal layer by layer. ``bn`` becomes ``BatchNorm1d`` after ``linear``/``flatten`` and
-``BatchNorm2d`` after conv-like layers.
+``BatchNorm2d`` after conv-like layers. Initialisation follows :mod:`shared.architecture`:
+PyTorch's default U(±1/√fan_in) kernels and biases, which the Keras builder reproduces.
 """
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from torch import nn
 
 from shared.architecture import BN_EPS, BN_MOMENTUM, Layer
 
-__all__ = ["build_layers", "count_parameters"]
+__all__ = ["build_layers", "count_parameters", "linear"]
+
+
+def linear(layer: Layer) -> nn.Linear:
+    """``nn.Linear`` of a plan ``linear`` layer (PyTorch's default initialisation, the shared convention)."""
+    return nn.Linear(layer.in_dim, layer.out_dim)
 
 
 def _module(layer: Layer, flat: bool) -> nn.Module:
@@ -22,7 +28,7 @@ def _module(layer: Layer, flat: bool) -> nn.Module:
     if kind == "deconv":
         return nn.ConvTranspose2d(layer.in_dim, layer.out_dim, layer.kernel, layer.stride, layer.padding)
     if kind == "linear":
-        return nn.Linear(layer.in_dim, layer.out_dim)
+        return linear(layer)
     if kind == "bn":
         bn = nn.BatchNorm1d if flat else nn.BatchNorm2d
         return bn(layer.out_dim, eps=BN_EPS, momentum=BN_MOMENTUM)

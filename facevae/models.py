@@ -13,38 +13,27 @@ Likelihoods (the decoder outputs logits; its mean image is ``sigmoid(logits)`` i
 
 Training-only shaping (the logged ``rate`` is always the true KL, ``elbo`` the true negative ELBO):
 
-* KL warm-up: β ramps linearly to ``beta`` at epoch ``kl_warmup_epochs`` (``ModelConfig.beta_at``);
+* KL warm-up: the training loop (:mod:`shared.training`) passes the β of each epoch;
 * free bits: each latent dimension's batch-mean KL is floored at ``free_bits`` nats.
 
 In eval mode (validation) the loss is the target objective ``distortion + beta·rate`` every epoch,
-so the best-on-validation checkpoint compares like with like.
+so the best-on-validation checkpoint compares like with like. The posterior log-variance is soft
+clamped (:func:`facevae.losses.bounded_logvar`, see :mod:`shared.architecture`).
 """
 from __future__ import annotations
 
-import math
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facevae.layers import build_layers, count_parameters
+from facevae.layers import build_layers, count_parameters, linear
+from facevae.losses import MIN_SIGMA, bounded_logvar, combine_terms, kl_diag_normal, recon_nll
 from shared.architecture import vae_plan
 from shared.config import ModelConfig
+from shared.errors import ConfigError
 
-__all__ = ["ConvVAE", "MIN_SIGMA", "kl_per_dim", "log_normal_std"]
-
-MIN_SIGMA = 1e-3
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def kl_per_dim(mean: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mean, exp(logvar)) ‖ N(0, I)) per latent dimension, ``(B, d)``."""
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
-
-
-def log_normal_std(z: Tensor) -> Tensor:
-    """log N(z; 0, I) summed over the last dimension."""
-    return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
+__all__ = ["ConvVAE", "MIN_SIGMA"]
 
 
 class ConvVAE(nn.Module):
@@ -60,29 +49,24 @@ class ConvVAE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.family != "vae":
-            raise ValueError(f"ConvVAE needs family 'vae'. Received: family={cfg.family!r}")
+            raise ConfigError(f"ConvVAE needs `family` 'vae'. Received: family={cfg.family!r}")
         self.cfg = cfg
         plan = vae_plan(cfg)
         self.encoder = build_layers(plan.encoder)
         self.encoder_dense = build_layers(plan.encoder_dense)
-        self.mean_head = nn.Linear(plan.feature_dim, plan.latent_dim)
-        self.logvar_head = nn.Linear(plan.feature_dim, plan.latent_dim)
+        self.mean_head = linear(plan.heads["mean"])
+        self.logvar_head = linear(plan.heads["logvar"])
         self.decoder = build_layers(plan.decoder)
         self.latent_dim = cfg.latent_dim
-        self.beta_now = cfg.beta_at(0)
 
     @property
     def n_parameters(self) -> int:
         return count_parameters(self)
 
-    def on_epoch_start(self, epoch: int) -> None:
-        """KL warm-up: the training β of ``epoch`` (:meth:`shared.config.ModelConfig.beta_at`)."""
-        self.beta_now = self.cfg.beta_at(epoch)
-
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, 1, H, W)`` in [0, 1] -> posterior ``(mean, logvar)``, each ``(B, d)``."""
+        """``(B, 1, H, W)`` in [0, 1] -> posterior ``(mean, logvar)``, each ``(B, d)`` (logvar bounded)."""
         h = self.encoder_dense(self.encoder(x))  # (B, feature_dim)
-        return self.mean_head(h), self.logvar_head(h)
+        return self.mean_head(h), bounded_logvar(self.logvar_head(h))
 
     def decode_logits(self, z: Tensor) -> Tensor:
         """``(B, d)`` -> decoder logits ``(B, 1, H, W)``."""
@@ -93,38 +77,25 @@ class ConvVAE(nn.Module):
         return torch.sigmoid(self.decode_logits(z))
 
     def recon_nll(self, logits: Tensor, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        """−log p(x | z) per image, summed over pixels: ``(B,)`` (``logits`` may have extra leading dims).
+        """−log p(x | z) per image under the configured likelihood (:func:`facevae.losses.recon_nll`)."""
+        c = self.cfg
+        return recon_nll(x, logits, c.likelihood, c.sigma_mode, c.sigma, weight)
 
-        ``weight`` (broadcastable to ``logits``, e.g. a 0/1 known-pixel mask) restricts the sum.
+    def loss_terms(self, batch: dict[str, Tensor], beta: Optional[float] = None) -> dict[str, Tensor]:
+        """Scalar batch means: ``loss`` (optimised), ``distortion``, ``rate``, ``elbo`` (−ELBO), ``beta``.
+
+        Args:
+            batch: ``images`` ``(B, 1, H, W)`` in [0, 1]; optional ``eps`` ``(B, d)``, the
+                reparameterisation noise (the training loop draws it; drawn here when absent).
+            beta: the KL weight; None means the target ``cfg.beta``. Free bits apply in train mode only.
         """
-        logits, x = logits.float(), x.float()
-        w = None if weight is None else weight.float().expand_as(logits).flatten(-3)  # (..., D)
-        if self.cfg.likelihood == "bernoulli":
-            nll = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(-3)
-            return (nll if w is None else nll * w).sum(-1)
-        sq = (torch.sigmoid(logits) - x).pow(2).flatten(-3)  # (..., D)
-        d = sq.shape[-1] if w is None else w.sum(-1)
-        sq = sq if w is None else sq * w
-        if self.cfg.sigma_mode == "fixed":
-            s = self.cfg.sigma
-            return 0.5 * sq.sum(-1) / s ** 2 + d * (math.log(s) + 0.5 * _LOG_2PI)
-        var = (sq.sum(-1) / (d if w is None else d.clamp_min(1.0))).clamp_min(MIN_SIGMA ** 2)  # per-image ML σ²
-        return 0.5 * d * (torch.log(var) + _LOG_2PI + 1.0)
-
-    def loss_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Scalar batch means: ``loss`` (optimised), ``distortion``, ``rate``, ``elbo`` (−ELBO), ``beta``."""
         x = batch["images"]  # (B, 1, H, W)
         mean, logvar = self.encode(x)
         mean, logvar = mean.float(), logvar.float()
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # reparameterisation
-        distortion = self.recon_nll(self.decode_logits(z), x).mean()
-        kl = kl_per_dim(mean, logvar)  # (B, d)
-        rate = kl.sum(-1).mean()
-        if self.training:
-            beta = self.beta_now
-            kl_opt = kl.mean(0).clamp_min(self.cfg.free_bits).sum() if self.cfg.free_bits > 0 else rate
-        else:
-            beta, kl_opt = float(self.cfg.beta), rate
-        loss = distortion + beta * kl_opt
-        return {"loss": loss, "distortion": distortion.detach(), "rate": rate.detach(),
-                "elbo": (distortion + rate).detach(), "beta": distortion.new_full((), beta)}
+        eps = batch.get("eps")
+        eps = torch.randn_like(mean) if eps is None else eps.to(mean.dtype)
+        z = mean + torch.exp(0.5 * logvar) * eps  # reparameterisation
+        distortion = self.recon_nll(self.decode_logits(z), x)  # (B,)
+        beta = float(self.cfg.beta if beta is None else beta)
+        return combine_terms(distortion, kl_diag_normal(mean, logvar), beta,
+                             self.cfg.free_bits if self.training else 0.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import keras
 import numpy as np
@@ -29,14 +29,20 @@ __all__ = ["train", "load", "evaluate", "inpaint_optimize", "arrays_of"]
 log = logging.getLogger(__name__)
 
 
-def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume: bool = False) -> dict:
+def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume: bool = False,
+          initial_weights: Optional[Mapping[str, np.ndarray]] = None) -> dict:
     """Train the model of ``config`` on ``split.train`` (validating on ``split.val``) into ``run_dir``.
 
     Seeds Python/numpy/TF globals with ``config.train.seed`` (see :func:`facevae_tf.engine.seed_everything`)
     and places the work on ``config.train.device`` (:func:`facevae_tf.engine.device_scope`).
 
+    Args:
+        initial_weights: optional plan-keyed starting weights in torch layout (as
+            ``facevae.weights_io.export_plan_weights`` gives them; ``vae`` family only), e.g. to start
+            both backends from the very same weights. Ignored on ``resume`` (the checkpoint wins).
+
     Returns:
-        The best epoch's metrics record.
+        The best epoch's metrics record plus the learning guard's ``warnings``.
 
     Raises:
         ConfigError: the config is not a tf generative model, or ``cuda`` without a GPU;
@@ -51,12 +57,24 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
     seed_everything(config.train.seed)
     with device_scope(config.train.device):
         model = build_model(config.model)
+        if initial_weights is not None:
+            _start_from(model, config, initial_weights)
         label_dim = model.label_dim
         train_arrays = arrays_of(faces.subset(split.train), label_dim)
         val_arrays = arrays_of(faces.subset(split.val), label_dim)
         log.info("tf %s: %d parameters, %d train / %d val faces", config.model.family, model.count_params(),
                  len(train_arrays["x"]), len(val_arrays["x"]))
         return fit(model, train_arrays, val_arrays, config, Path(run_dir), resume=resume)
+
+
+def _start_from(model, config: RunConfig, weights: Mapping[str, np.ndarray]) -> None:
+    from facevae_tf.weights_io import import_plan_weights
+    from shared.architecture import vae_plan
+    from shared.weight_layout import convert_weights
+
+    if config.model.family != "vae":
+        raise ConfigError("`initial_weights` exist only for the vae family (the layer plan's weights)")
+    import_plan_weights(model, convert_weights(weights, vae_plan(config.model), src="torch", dst="tf"))
 
 
 def load(run_dir: Path, which: str = "best") -> TFGenerativeModel:
@@ -99,8 +117,8 @@ def inpaint_optimize(model: TFGenerativeModel, images: np.ndarray, mask: np.ndar
     Raises:
         FaceVAEError: bad shapes or ``steps``, or missing labels for a conditional model.
     """
-    if steps < 0:
-        raise FaceVAEError(f"`steps` must be >= 0. Received: steps={steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"`steps` must be an integer >= 0. Received: steps={steps!r}")
     x = model.images_nhwc(images)
     known_np = (~np.broadcast_to(np.asarray(mask, dtype=bool), x.shape[:3]))[..., None].astype(np.float32)
     y_np = model.labels_or_empty(labels, len(x))

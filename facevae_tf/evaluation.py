@@ -25,15 +25,14 @@ from facevae_tf.adapter import TFGenerativeModel, arrays_of
 from shared.conditional import GRID_AGES
 from shared.config import LABEL_DIM
 from shared.errors import ConfigError
-from shared.evaluation import frechet_distance, metrics_by_group
+from shared.evaluation import summarize_generative
 from shared.faces import AGE_SCALE, ETHNICITY_NAMES, GENDER_NAMES, Faces
 
-__all__ = ["evaluate", "per_image_metrics", "label_fidelity", "FIDELITY_AGES", "FID_MAX_FACES"]
+__all__ = ["evaluate", "per_image_metrics", "label_fidelity", "FIDELITY_AGES"]
 
 log = logging.getLogger(__name__)
 
 FIDELITY_AGES = GRID_AGES  # one age per band of shared.faces.AGE_BANDS
-FID_MAX_FACES = 10_000
 _IWAE_ROWS = 2048  # images × k decoded at once
 
 
@@ -154,37 +153,14 @@ def evaluate(model: TFGenerativeModel, faces: Faces, *, iwae_k: int = 64, classi
         A JSON-serialisable dict (nats per image for the likelihood terms, dB for PSNR).
     """
     per = per_image_metrics(model, faces, iwae_k=iwae_k, seed=seed, batch_size=batch_size)
-
-    def summary(idx: np.ndarray) -> dict[str, float]:
-        return {k: float(v[idx].mean()) for k, v in per.items()} | {"n": int(len(idx))}
-
     cfg = model.config.model
-    result: dict[str, Any] = {
-        "family": cfg.family, "backend": "tf", "iwae_k": int(iwae_k), "seed": int(seed),
-        "likelihood": cfg.likelihood, "latent_dim": model.latent_dim,
-        "n_parameters": int(model.keras_model.count_params()),
-        **({"flow_steps": cfg.flow_steps} if cfg.family == "iaf" else {}),
-        **summary(np.arange(len(faces))),
-        "by_group": metrics_by_group(faces.labels, summary),
-    }
     if classifier is not None:
         clf_size = getattr(getattr(getattr(classifier, "config", None), "model", None), "image_size", None)
         if clf_size is not None and clf_size != cfg.image_size:
             raise ConfigError(f"the classifier was trained on {clf_size}×{clf_size} faces but this model makes "
                               f"{cfg.image_size}×{cfg.image_size} ones; train both with the same --image-size")
-        labels = None
-        if model.conditional:
-            from shared.faces import label_vectors
-            labels = label_vectors(faces.labels)
-        if hasattr(classifier, "features"):
-            n = min(len(faces), FID_MAX_FACES)
-            real = classifier.features(faces.floats()[:n])
-            fake = classifier.features(model.sample(n, seed, None if labels is None else labels[:n]))
-            result["frechet_distance"] = float(frechet_distance(real, fake))
-            result["frechet_n"] = int(n)
-        if model.conditional and hasattr(classifier, "predict"):
-            result["label_fidelity"] = label_fidelity(model, classifier, seed=seed)
-    log.info("neg_elbo %.2f  neg_iwae %s  rate %.2f  psnr %.2f dB  ssim %.3f", result["neg_elbo"],
-             f"{result['neg_iwae']:.2f}" if "neg_iwae" in result else "-", result["rate"], result["psnr"],
-             result["ssim"])
+    result = summarize_generative(model, faces, per, iwae_k=iwae_k, seed=seed, classifier=classifier,
+                                  n_parameters=model.keras_model.count_params())
+    if model.conditional and classifier is not None and hasattr(classifier, "predict"):
+        result["label_fidelity"] = label_fidelity(model, classifier, seed=seed)
     return result

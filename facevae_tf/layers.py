@@ -3,7 +3,8 @@
 Layers are named ``{prefix}_{index:02d}_{kind}`` in plan order (e.g. ``encoder_00_conv``,
 ``decoder_03_deconv``), so a weight converter can walk the torch and Keras models side by side.
 Images are NHWC; ``flatten`` therefore orders features (H, W, C) and ``unflatten`` reshapes a
-plan shape ``(C, H, W)`` to ``(H, W, C)``.
+plan shape ``(C, H, W)`` to ``(H, W, C)``. Kernels and biases start U(±1/√fan_in), PyTorch's
+default and the initialisation :mod:`shared.architecture` prescribes for both backends.
 """
 from __future__ import annotations
 
@@ -13,7 +14,33 @@ import keras
 
 from shared.architecture import BN_EPS, BN_MOMENTUM, Layer
 
-__all__ = ["build_layer", "build_stack", "apply_stack"]
+__all__ = ["build_layer", "build_stack", "apply_stack", "dense", "kernel_init", "bias_init", "fan_in"]
+
+
+def kernel_init() -> keras.initializers.Initializer:
+    """U(±1/√fan_in), PyTorch's default kernel initialisation (a transposed conv's fan_in is out·k·k)."""
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def bias_init(fan: int) -> keras.initializers.Initializer:
+    """U(±1/√fan_in), PyTorch's default bias initialisation."""
+    bound = 1.0 / float(fan) ** 0.5
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def fan_in(spec: Layer) -> int:
+    """PyTorch's fan_in of a plan layer: inputs × kernel area (a transposed conv counts its outputs)."""
+    if spec.kind == "conv":
+        return spec.in_dim * spec.kernel ** 2
+    if spec.kind == "deconv":
+        return spec.out_dim * spec.kernel ** 2
+    return spec.in_dim
+
+
+def dense(spec: Layer, name: str) -> keras.layers.Dense:
+    """A Dense layer for a plan ``linear`` record, initialised as the shared convention says."""
+    return keras.layers.Dense(spec.out_dim, kernel_initializer=kernel_init(), bias_initializer=bias_init(fan_in(spec)),
+                              name=name)
 
 
 def build_layer(spec: Layer, name: str) -> keras.layers.Layer:
@@ -27,7 +54,8 @@ def build_layer(spec: Layer, name: str) -> keras.layers.Layer:
         # Symmetric padding p equals Keras 'same' for the plan's kernels (3/1/1, 4/2/1) and 'valid' for p=0.
         padding = "same" if spec.padding > 0 else "valid"
         cls = keras.layers.Conv2D if kind == "conv" else keras.layers.Conv2DTranspose
-        return cls(spec.out_dim, spec.kernel, strides=spec.stride, padding=padding, name=name)
+        return cls(spec.out_dim, spec.kernel, strides=spec.stride, padding=padding, name=name,
+                   kernel_initializer=kernel_init(), bias_initializer=bias_init(fan_in(spec)))
     if kind == "maxpool":
         return keras.layers.MaxPooling2D(pool_size=spec.kernel, strides=spec.stride, name=name)
     if kind == "bn":
@@ -37,7 +65,7 @@ def build_layer(spec: Layer, name: str) -> keras.layers.Layer:
     if kind == "lrelu":
         return keras.layers.LeakyReLU(negative_slope=spec.slope, name=name)
     if kind == "linear":
-        return keras.layers.Dense(spec.out_dim, name=name)
+        return dense(spec, name)
     if kind == "flatten":
         return keras.layers.Flatten(name=name)
     if kind == "unflatten":

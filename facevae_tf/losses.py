@@ -10,12 +10,19 @@ import math
 
 import tensorflow as tf
 
-__all__ = ["recon_nll", "MIN_SIGMA", "kl_diag_normal", "log_normal_diag", "log_standard_normal",
+from shared.architecture import LOGVAR_MAX, LOGVAR_MIN, MIN_SIGMA
+
+__all__ = ["recon_nll", "MIN_SIGMA", "bounded_logvar", "kl_diag_normal", "log_normal_diag", "log_standard_normal",
            "combine_terms", "TERM_NAMES"]
 
 TERM_NAMES = ("loss", "distortion", "rate", "elbo", "beta")
 _LOG_2PI = math.log(2.0 * math.pi)
-MIN_SIGMA = 1e-3  # floor of the learned per-image σ (as in the torch backend)
+
+
+def bounded_logvar(raw: tf.Tensor) -> tf.Tensor:
+    """The encoder's raw log-variance softly held inside [LOGVAR_MIN, LOGVAR_MAX] (see shared.architecture)."""
+    upper = LOGVAR_MAX - tf.nn.softplus(LOGVAR_MAX - raw)
+    return LOGVAR_MIN + tf.nn.softplus(upper - LOGVAR_MIN)
 
 
 def recon_nll(x: tf.Tensor, logits: tf.Tensor, likelihood: str = "bernoulli", sigma_mode: str = "fixed",

@@ -13,8 +13,8 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from facevae_tf.layers import apply_stack, build_stack
-from facevae_tf.losses import combine_terms, kl_diag_normal, log_normal_diag, log_standard_normal, recon_nll
+from facevae_tf.layers import apply_stack, build_stack, dense
+from facevae_tf.losses import bounded_logvar, combine_terms, kl_diag_normal, log_normal_diag, log_standard_normal, recon_nll
 from shared.architecture import vae_plan
 from shared.config import ModelConfig
 from shared.errors import ConfigError
@@ -43,9 +43,9 @@ class FaceVAE(keras.Model):
         self.encoder_layers = build_stack(plan.encoder, "encoder")
         self.encoder_dense = build_stack(plan.encoder_dense, "encoder_dense")
         heads = plan.heads
-        self.head_mean = keras.layers.Dense(heads["mean"].out_dim, name="head_mean")
-        self.head_logvar = keras.layers.Dense(heads["logvar"].out_dim, name="head_logvar")
-        self.head_context = (keras.layers.Dense(heads["context"].out_dim, name="head_context")
+        self.head_mean = dense(heads["mean"], "head_mean")
+        self.head_logvar = dense(heads["logvar"], "head_logvar")
+        self.head_context = (dense(heads["context"], "head_context")
                              if "context" in heads else None)
         self.decoder_layers = build_stack(plan.decoder, "decoder")
         self.flow = self._make_flow(config)
@@ -75,10 +75,10 @@ class FaceVAE(keras.Model):
         return tf.concat([h, tf.cast(y, h.dtype)], axis=-1) if self.label_dim else h
 
     def posterior(self, x: tf.Tensor, y: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
-        """Encoder heads: ``mean``, ``logvar`` ``(B, D)`` (and ``context`` ``(B, C)`` for IAF)."""
+        """Encoder heads: ``mean``, ``logvar`` ``(B, D)`` (soft-bounded) and ``context`` ``(B, C)`` for IAF."""
         h = apply_stack(self.encoder_layers, x, training)          # (B, flat_dim), NHWC order
         h = apply_stack(self.encoder_dense, self._with_labels(h, y), training)  # (B, feature_dim)
-        out = {"mean": self.head_mean(h), "logvar": self.head_logvar(h)}
+        out = {"mean": self.head_mean(h), "logvar": bounded_logvar(self.head_logvar(h))}
         if self.head_context is not None:
             out["context"] = self.head_context(h)
         return out

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from shared.config import DataConfig, ModelConfig, RunConfig, default_train_config
-from shared.errors import RunError
+from shared.errors import ConfigError, FaceVAEError, RunError
 from shared.registry import get_backend, resolve_backend_name
-from shared.runs import CONFIG, EVAL, SPLIT, atomic_write_json, load_run_config
+from shared.runs import (CHECKPOINTS, CONFIG, EVAL, LOCK, METRICS, SPLIT, atomic_write_json, has_any_checkpoint,
+                          load_run_config, lock_run, remove_leftovers)
 
 __all__ = ["build_config", "train", "evaluate", "load_model", "load_run_data", "convert"]
 
@@ -53,37 +54,103 @@ def load_run_data(config: RunConfig, data: str | None = None):
     return load(data or config.data.spec, image_size=config.data.image_size)
 
 
-def train(config: RunConfig | None, out: str | Path, *, resume: bool = False) -> Path:
+def _ours_leftover(name: str) -> bool:
+    """A temporary file of an interrupted write of one of the run's own files."""
+    return name.startswith(tuple(f".{n}." for n in (CONFIG, SPLIT, METRICS, EVAL))) and name.endswith(".tmp")
+
+
+def _inspect(out: Path) -> tuple[str, str]:
+    """What ``out`` holds: ``missing``, ``empty``, ``foreign`` (with why), ``fresh`` (a run without a
+    checkpoint: it failed before its first one) or ``trained``."""
+    if not out.exists():
+        return "missing", ""
+    if not out.is_dir():
+        return "foreign", "it is a file"
+    if all(p.name == LOCK or _ours_leftover(p.name) for p in out.iterdir()):
+        return "empty", ""
+    if not (out / CONFIG).is_file():
+        return "foreign", f"it has files but no {CONFIG}"
+    try:
+        load_run_config(out)
+    except FaceVAEError as exc:
+        return "foreign", str(exc)
+    # 'best' without 'last' only happens when the first epoch's save was cut: nothing to continue from
+    return ("trained" if has_any_checkpoint(out, ("last",)) else "fresh"), ""
+
+
+def _refuse_for_new_run(out: Path, state: str, why: str) -> None:
+    if state == "trained":
+        raise RunError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    if state == "foreign":
+        raise RunError(f"{out}: is not a facevae run folder ({why}); nothing in it was changed; "
+                       f"choose another --out (a new or empty folder)")
+
+
+def _clear_failed_run(out: Path) -> None:
+    """Delete what a run that stopped before its first checkpoint wrote, so a new start does not mix with it."""
+    import shutil
+
+    log.info("%s: the previous attempt stopped before its first checkpoint; starting the run again", out)
+    for name in (METRICS, EVAL, SPLIT):
+        (out / name).unlink(missing_ok=True)
+    if (out / CHECKPOINTS).is_dir():
+        shutil.rmtree(out / CHECKPOINTS)
+
+
+def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
+          initial_weights: Mapping[str, Any] | None = None) -> Path:
     """Train ``config`` into the run folder ``out`` and return its path.
 
-    A new run refuses a folder that already holds one (nothing the user has is overwritten);
-    ``resume=True`` continues the run in ``out`` from its last checkpoint, with the config and
-    split saved there (``config`` may then be ``None``: the saved one is always used).
+    ``out`` is locked for the whole training (:func:`shared.runs.lock_run`): a second writer is
+    refused with the holder's pid, host and start time. A new run needs ``out`` to be missing, an
+    empty folder, or a run that stopped before its first checkpoint (its partial files are deleted
+    and it starts again from scratch). Any other folder is refused and left exactly as it was.
+    ``resume=True`` continues the run in ``out`` from its last checkpoint, with the config and split
+    saved there (``config`` may then be ``None``: the saved one is always used).
+    ``initial_weights`` (plan-keyed numpy arrays in torch layout, ``vae`` only) replace the seeded
+    initialisation of a new run, so both backends can start from the very same weights.
 
     Raises:
-        RunError: ``out`` already holds a run (without ``resume``) or holds none (with ``resume``).
+        RunError: ``out`` is locked; holds a run with a checkpoint, or something that is not a run
+            (without ``resume``); holds no run or a run without a checkpoint (with ``resume``).
         DataError, ConfigError: invalid data or config.
     """
     from shared.data.splits import Split, make_split
 
     out = Path(out)
     if resume:
-        config = load_run_config(out)
-        faces = load_run_data(config)
-        split = Split.load(out / SPLIT, faces)
-    else:
-        if (out / CONFIG).exists():
-            raise RunError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-        faces = load_run_data(config)
-        split = make_split(faces, val_fraction=config.data.val_fraction,
-                           test_fraction=config.data.test_fraction, seed=config.data.split_seed)
-        out.mkdir(parents=True, exist_ok=True)
+        load_run_config(out)  # refuses a non-run before the lock creates anything in it
+        with lock_run(out):
+            config = load_run_config(out)
+            if not has_any_checkpoint(out, ("last",)):
+                raise RunError(f"{out}: has no checkpoint yet (it stopped before its first epoch ended), so there "
+                               f"is nothing to resume: start it again with the same command without --resume")
+            faces = load_run_data(config)
+            split = Split.load(out / SPLIT, faces)
+            _train_locked(config, faces, split, out, resume=True)
+        return out
+    _refuse_for_new_run(out, *_inspect(out))  # before the lock: a folder that is not ours gets no .lock file
+    faces = load_run_data(config)
+    split = make_split(faces, val_fraction=config.data.val_fraction,
+                       test_fraction=config.data.test_fraction, seed=config.data.split_seed)
+    with lock_run(out, clean=False):
+        state, why = _inspect(out)  # again under the lock: another trainer may have finished here meanwhile
+        _refuse_for_new_run(out, state, why)
+        remove_leftovers(out)
+        if state == "fresh":
+            _clear_failed_run(out)
+        config.save(out / CONFIG)  # first: a folder with a config and no checkpoint can be started again
         split.save(out / SPLIT)
-        config.save(out / CONFIG)
+        _train_locked(config, faces, split, out, resume=False, initial_weights=initial_weights)
+    return out
+
+
+def _train_locked(config: RunConfig, faces, split, out: Path, *, resume: bool,
+                  initial_weights: Mapping[str, Any] | None = None) -> None:
     log.info("training %s/%s on %d faces (%s) into %s", config.backend, config.model.family,
              len(faces), split.summary(), out)
-    get_backend(config.backend).train(config, faces, split, out, resume=resume)
-    return out
+    extra = {} if initial_weights is None else {"initial_weights": initial_weights}
+    get_backend(config.backend).train(config, faces, split, out, resume=resume, **extra)
 
 
 def load_model(run_dir: str | Path):
@@ -118,6 +185,8 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
     """
     from shared.data.splits import Split
 
+    if isinstance(iwae_k, bool) or not isinstance(iwae_k, int) or not 1 <= iwae_k <= 10_000:
+        raise ConfigError(f"`iwae_k` must be an integer in [1, 10000]. Received: iwae_k={iwae_k!r}")
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     faces = load_run_data(config, data)
@@ -161,8 +230,6 @@ def convert(run_dir: str | Path, *, to: str, out: str | Path) -> Path:
     import uuid
 
     from shared.config import BACKENDS
-    from shared.errors import ConfigError
-    from shared.runs import METRICS
     from shared.weight_layout import WEIGHTS_IO_MODULES, convert_weights
     from shared.architecture import vae_plan
 

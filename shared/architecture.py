@@ -15,6 +15,15 @@ Conventions every builder must honour:
 * ``bn`` uses eps=1e-5 and PyTorch momentum 0.1 (Keras momentum 0.9).
 * ``lrelu`` uses ``slope`` (0.2 in ``default``; 0.01, PyTorch's default, in ``seed``).
 * Decoders end with a layer producing logits (no sigmoid); the likelihood applies it.
+* Initialisation is the same distribution on both sides: every conv/deconv/linear kernel and bias
+  is U(±1/√fan_in), PyTorch's default (Keras: ``VarianceScaling(1/3, 'fan_in', 'uniform')`` kernels
+  and ``RandomUniform`` biases; a transposed conv's fan_in is out_channels·k·k on both sides).
+  Zero biases were tried: with ReLU on all-positive faces they leave whole channels dead.
+* The ``logvar`` head is read through a soft clamp into [LOGVAR_MIN, LOGVAR_MAX]
+  (``bounded_logvar`` in each backend's ``losses``). Unbounded, one large Adam step on a few hundred
+  real faces sent it to +18 (a rate of 4e5 nats) and then to −23, and the run never recovered; a
+  posterior wider than e² times the prior is never useful, and σ below e⁻⁵ ≈ 0.007 of the prior's
+  scale adds no precision a decoder can use.
 """
 from __future__ import annotations
 
@@ -22,10 +31,13 @@ from dataclasses import dataclass
 
 from shared.config import ModelConfig
 
-__all__ = ["Layer", "VAEPlan", "conv_trunk", "dense_stack", "vae_plan", "BN_EPS", "BN_MOMENTUM"]
+__all__ = ["Layer", "VAEPlan", "conv_trunk", "dense_stack", "vae_plan", "BN_EPS", "BN_MOMENTUM", "LOGVAR_MIN",
+           "LOGVAR_MAX", "MIN_SIGMA"]
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1  # PyTorch convention; Keras momentum = 1 - BN_MOMENTUM
+LOGVAR_MIN, LOGVAR_MAX = -10.0, 2.0  # soft bounds of the posterior log-variance (see above)
+MIN_SIGMA = 1e-3  # floor of the learned per-image decoder σ of the gaussian likelihood
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,19 +17,63 @@ from shared.errors import ConfigError, FaceVAEError
 
 __all__ = ["main", "build_parser"]
 
+_MAX_IWAE_K = 10_000  # importance samples per face; a typo such as 1000000 would only exhaust memory
+# str.isdigit() is True for '²', which int() refuses, and int() takes other scripts' digits: ASCII only
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one ``facevae: error: ...`` line instead of the usage block (exit 2 as usual)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sub = self.prog.partition(" ")[2]
+        self.exit(2, f"facevae: error: {f'{sub}: ' if sub else ''}{message} (see '{self.prog} --help')\n")
+
+
+def _items(text: str, kind: str) -> list[str]:
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind} with no empty item, got {text!r}")
+    return items
+
 
 def _floats(text: str) -> tuple[float, ...]:
+    items = _items(text, "numbers")
     try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
+        return tuple(float(t) for t in items)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    items = _items(text, "integers")
+    if not all(_INT.fullmatch(t) for t in items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return tuple(int(t) for t in items)
+
+
+def _bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a plain integer in ``[lo, hi]``."""
+    def parse(text: str) -> int:
+        t = text.strip()
+        if not _INT.fullmatch(t) or not lo <= int(t) <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}-{hi}, got {text!r}")
+        return int(t)
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
+
+
+_SEED = _bounded_int(0, 2**32 - 1)  # what numpy's generators accept
+
+
+def _out_folder(path: str, flag: str = "--out") -> None:
+    """Refuse an output folder that is, or sits under, a file before any work (data loading) is done."""
+    p = Path(path).expanduser()
+    for candidate in (p, *p.parents):
+        if candidate.exists() or candidate.is_symlink():
+            if not candidate.is_dir():
+                raise ConfigError(f"{flag} {path}: {candidate} exists and is not a folder; choose a folder path")
+            return
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -75,6 +120,7 @@ def _cmd_convert_data(a: argparse.Namespace) -> None:
 
 def _cmd_train(a: argparse.Namespace) -> None:
     from shared.api import build_config, train
+    _out_folder(a.out)
     if a.resume:
         run = train(None, a.out, resume=True)  # type: ignore[arg-type]
     else:
@@ -85,7 +131,13 @@ def _cmd_train(a: argparse.Namespace) -> None:
 def _cmd_sweep(a: argparse.Namespace) -> None:
     from shared.api import build_config
     from shared.sweep import sweep
-    base = build_config(latent_dim=a.latent_dims[0], **_config_kwargs(a))
+    _out_folder(a.out)
+    kw = _config_kwargs(a)
+    for d in a.latent_dims:  # every grid value is checked before the first model trains for minutes
+        build_config(**{**kw, "latent_dim": d})
+    for beta in a.betas:
+        build_config(**{**kw, "latent_dim": a.latent_dims[0], "beta": beta})
+    base = build_config(latent_dim=a.latent_dims[0], **kw)
     print(f"sweep written to {sweep(base, a.out, latent_dims=a.latent_dims, betas=a.betas)}")
 
 
@@ -127,16 +179,18 @@ def _cmd_generate(a: argparse.Namespace) -> None:
 
 def _cmd_convert_run(a: argparse.Namespace) -> None:
     from shared.api import convert
+    _out_folder(a.out_dir, "OUT_DIR")
     print(f"converted run written to {convert(a.run_dir, to=a.to, out=a.out_dir)}")
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
     from shared.demo import demo
+    _out_folder(a.out)
     print(f"demo outputs written to {demo(a.out, quick=a.quick)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facevae", description="Convolutional VAEs on faces (PyTorch and TensorFlow).")
+    parser = _Parser(prog="facevae", description="Convolutional VAEs on faces (PyTorch and TensorFlow).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -168,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a run on its test split")
     p.add_argument("run_dir")
     p.add_argument("--data", default=None, help="evaluate every face of this SPEC instead of the test split")
-    p.add_argument("--iwae-k", type=int, default=64)
+    p.add_argument("--iwae-k", type=_bounded_int(1, _MAX_IWAE_K), default=64,
+                   help=f"importance samples per face (1-{_MAX_IWAE_K})")
     p.add_argument("--classifier", default=None, help="a torch CNN run folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_SEED, default=0)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("interpolate", help="latent interpolation matrix and traversals")
@@ -178,14 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=int, default=9)
     p.add_argument("--slerp", action="store_true")
     p.add_argument("--corners", choices=("sample", "encode"), default="sample")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_SEED, default=0)
     p.set_defaults(func=_cmd_interpolate)
 
     p = sub.add_parser("denoise", help="VAE vs mean/median filters on noisy test faces")
     p.add_argument("run_dir")
     p.add_argument("--sigmas", type=_floats, default=(0.1, 0.2, 0.3, 0.5))
     p.add_argument("--n", type=int, default=256, help="test faces used")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_SEED, default=0)
     p.set_defaults(func=_cmd_denoise)
 
     p = sub.add_parser("inpaint", help="fill masked regions of test faces")
@@ -195,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=50, help="projection rounds of --method iterate")
     p.add_argument("--steps", type=int, default=200, help="optimiser steps of --method optimize")
     p.add_argument("--n", type=int, default=256, help="test faces used")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_SEED, default=0)
     p.set_defaults(func=_cmd_inpaint)
 
     p = sub.add_parser("generate", help="faces with requested labels (conditional models)")
@@ -205,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--age", type=float, help="years")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--grid", action="store_true", help="also the attribute grid (ethnicity x age band, per gender)")
-    p.add_argument("--edit", type=int, default=0, metavar="N", help="also edit the labels of N real test faces")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--edit", type=_bounded_int(0, 1024), default=0, metavar="N",
+                   help="also edit the labels of N (0-1024) real test faces")
+    p.add_argument("--seed", type=_SEED, default=0)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("convert", help="move a run's weights to the other backend")
@@ -223,21 +279,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted).
+
+    Bad flags, :class:`~shared.errors.FaceVAEError` and :class:`OSError` (a file in the way, a full
+    disk, a missing permission) each become one ``facevae: error: ...`` line and exit code 2.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one line (or --help)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
     except FaceVAEError as exc:
-        print(f"facevae: error: {exc}", file=sys.stderr)
+        print(f"facevae: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"facevae: error: {_one_line(_os_message(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("facevae: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _os_message(exc: OSError) -> str:
+    what = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{' -> '.join(paths)}: {what}" if paths else what
+
+
+def _one_line(text: str) -> str:
+    """The message on one printable line: control characters and stray bytes from data are escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text.replace("\n", " "))
 
 
 if __name__ == "__main__":

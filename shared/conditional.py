@@ -168,10 +168,12 @@ def edit_attributes(run_dir: Union[str, Path], *, n: int = 4, seed: int = 0) -> 
         The figure ``generated/attribute_edits.png`` (images beside it as ``.npy``).
 
     Raises:
-        RunError: not a conditional run, or an empty test split; ConfigError: ``n`` < 1.
+        RunError: not a conditional run, or an empty test split; ConfigError: ``n`` not an integer in
+            [1, :data:`shared.studio.MAX_FACES`].
     """
-    from shared.studio import held_out_faces
+    from shared.studio import MAX_FACES, check_int, held_out_faces
 
+    n = check_int("n", n, 1, MAX_FACES)
     run_dir, config, model = _open_conditional(run_dir)
     faces = held_out_faces(run_dir, config, n)
     own = label_vectors(faces.labels)

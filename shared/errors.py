@@ -1,7 +1,7 @@
 """One exception family for user errors; the CLI turns each into a message and exit code 2."""
 from __future__ import annotations
 
-__all__ = ["FaceVAEError", "DataError", "ConfigError", "RunError"]
+__all__ = ["FaceVAEError", "DataError", "ConfigError", "RunError", "NonFiniteLossError"]
 
 
 class FaceVAEError(Exception):
@@ -36,3 +36,7 @@ class ConfigError(FaceVAEError, ValueError):
 
 class RunError(FaceVAEError):
     """A run folder is missing, incomplete or of the wrong kind for the command."""
+
+
+class NonFiniteLossError(FaceVAEError):
+    """The training loss became NaN or infinite; the message names the global step and epoch."""

@@ -13,15 +13,20 @@ e.g. the precision of a class that is never predicted; ``shared.runs.to_jsonable
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import logging
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from shared.faces import AGE_BANDS, ETHNICITY_NAMES, GENDER_NAMES, age_band
+from shared.faces import AGE_BANDS, ETHNICITY_NAMES, GENDER_NAMES, Faces, age_band, label_vectors
 
 __all__ = ["AGE_BAND_NAMES", "confusion_matrix", "normalize_rows", "classification_metrics",
-           "regression_metrics", "metrics_by_group", "frechet_distance"]
+           "regression_metrics", "metrics_by_group", "frechet_distance", "summarize_generative", "FID_MAX_FACES"]
+
+log = logging.getLogger(__name__)
+
+FID_MAX_FACES = 10_000  # faces (and as many prior samples) used for the Fréchet distance
 
 AGE_BAND_NAMES = tuple(f"{lo}-{hi}" if hi < 200 else f"{lo}+" for lo, hi in AGE_BANDS)
 
@@ -179,3 +184,43 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     diff = mu_a - mu_b
     value = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
     return max(value, 0.0)
+
+
+def summarize_generative(model: Any, faces: Faces, per_image: Mapping[str, np.ndarray], *, iwae_k: int, seed: int,
+                         n_parameters: int, classifier: Optional[Any] = None) -> dict[str, Any]:
+    """The evaluation record of a generative model, the same on both backends.
+
+    Args:
+        model: a :class:`shared.protocol.GenerativeModel` (its ``sample`` feeds the Fréchet distance).
+        faces: the held-out faces ``per_image`` was computed on.
+        per_image: per-image arrays (``neg_elbo``, ``rate``, ``distortion``, ``neg_iwae``, ``psnr``, ``ssim``).
+        iwae_k, seed: how the sampled quantities were drawn (recorded).
+        n_parameters: the model's parameter count (recorded).
+        classifier: optional CNN with ``features(images01)``: adds the Fréchet distance between up to
+            :data:`FID_MAX_FACES` real faces and as many prior samples drawn with ``seed``.
+
+    Returns:
+        Overall means, ``by_group`` means (ethnicity, gender, age band) and the run's facts.
+    """
+    def summary(idx: np.ndarray) -> dict[str, float]:
+        return {k: float(v[idx].mean()) for k, v in per_image.items()} | {"n": int(len(idx))}
+
+    cfg = model.config.model
+    result: dict[str, Any] = {
+        "family": cfg.family, "backend": model.config.backend, "iwae_k": int(iwae_k), "seed": int(seed),
+        "likelihood": cfg.likelihood, "latent_dim": int(model.latent_dim), "n_parameters": int(n_parameters),
+        **({"flow_steps": cfg.flow_steps} if cfg.family == "iaf" else {}),
+        **summary(np.arange(len(faces))),
+        "by_group": metrics_by_group(faces.labels, summary),
+    }
+    if classifier is not None and hasattr(classifier, "features"):
+        n = min(len(faces), FID_MAX_FACES)
+        labels = label_vectors(faces.labels)[:n] if model.conditional else None
+        real = classifier.features(faces.floats()[:n])
+        fake = classifier.features(model.sample(n, seed, labels))
+        result["frechet_distance"] = float(frechet_distance(real, fake))
+        result["frechet_n"] = int(n)
+    log.info("neg_elbo %.2f  neg_iwae %s  rate %.2f  psnr %.2f dB  ssim %.3f", result["neg_elbo"],
+             f"{result['neg_iwae']:.2f}" if "neg_iwae" in result else "-", result["rate"], result["psnr"],
+             result["ssim"])
+    return result

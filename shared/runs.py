@@ -1,97 +1,244 @@
-"""Run folders: atomic writes, config/split/metrics files and their fixed names.
+"""Run folders: their fixed file names, the writer lock, metrics records and config loading.
 
 Layout of one run: ``config.json``, ``split.json``, ``metrics.jsonl`` (one JSON object per epoch),
-``checkpoints/`` (``last`` and ``best``), ``figures/*.png``, ``eval.json``.
+``checkpoints/`` (``last`` and ``best``), ``figures/*.png``, ``eval.json`` and ``.lock`` (the
+writer lock, see :func:`lock_run`). The atomic write helpers live in :mod:`shared.io` and are
+re-exported here.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
 import json
-import math
+import logging
 import os
-import tempfile
+import shutil
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from shared.config import RunConfig
-from shared.errors import RunError
+from shared.errors import ConfigError, RunError
+from shared.io import atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 
-__all__ = ["CONFIG", "SPLIT", "METRICS", "EVAL", "CHECKPOINTS", "FIGURES", "atomic_write_bytes",
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not protected
+    fcntl = None
+
+__all__ = ["CONFIG", "SPLIT", "METRICS", "EVAL", "CHECKPOINTS", "FIGURES", "LOCK", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "append_metrics", "read_metrics", "truncate_metrics",
-           "load_run_config", "figures_dir", "checkpoints_dir", "to_jsonable"]
+           "load_run_config", "figures_dir", "checkpoints_dir", "to_jsonable", "lock_run", "has_any_checkpoint",
+           "remove_leftovers"]
+
+log = logging.getLogger(__name__)
 
 CONFIG, SPLIT, METRICS, EVAL = "config.json", "split.json", "metrics.jsonl", "eval.json"
-CHECKPOINTS, FIGURES = "checkpoints", "figures"
+CHECKPOINTS, FIGURES, LOCK = "checkpoints", "figures", ".lock"
+CHECKPOINT_NAMES = ("last", "best")
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    A crash leaves either the old file or the new one, never a torn file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _describe_holder(fd: int) -> str:
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        return f"pid {info['pid']} on host {info['host']} since {info['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"  # it holds the lock but has not written its details yet
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+@contextlib.contextmanager
+def lock_run(run_dir: str | Path, *, clean: bool = True) -> Iterator[Path]:
+    """Hold the writer lock of ``run_dir`` (created if missing) for the ``with`` block.
+
+    The lock is an ``flock`` on ``run_dir/.lock``, so the OS releases it when the holder exits or
+    is killed: a lock file left by a dead process is simply taken over. The file records the
+    holder's pid, host and start time for the message a second writer gets. The lock is not
+    re-entrant: a second ``lock_run`` of the same folder fails even in the same process.
+
+    Args:
+        clean: on acquiring, remove the temporary files of killed writes (:func:`remove_leftovers`).
+
+    Raises:
+        RunError: the folder is locked ("<dir> is in use by pid N on host H since T").
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                raise RunError(f"{run_dir} is in use by {_describe_holder(fd)}; wait for it to finish "
+                               f"or choose another folder") from None
+        since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}).encode(), 0)
+        if clean:
+            remove_leftovers(run_dir)
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the flock; the file stays (unlinking it would let two writers lock two inodes)
 
 
-def to_jsonable(obj: Any) -> Any:
-    """numpy scalars/arrays and tuples -> plain JSON types; NaN/inf -> None (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+def _is_complete_tf(folder: Path) -> bool:
+    return (folder / "checkpoint").is_file()
 
 
-def atomic_write_json(path: Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+def remove_leftovers(run_dir: str | Path) -> list[Path]:
+    """Delete what killed writes left in ``run_dir`` and ``run_dir/checkpoints``; returns what was removed.
+
+    Hidden ``.NAME.*.tmp`` files and ``.NAME.tmp-*`` folders are unfinished writes. A TF
+    ``.NAME.old-*`` folder is the previous checkpoint kept during a swap: it is moved back into
+    place when ``NAME`` is missing or incomplete, and deleted only once ``NAME`` is complete.
+    Call it only while holding :func:`lock_run` (a live writer's temporary files must not go).
+    """
+    run_dir, removed = Path(run_dir), []
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith(".") and ".tmp" in entry.name:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed.append(entry)
+    ck = run_dir / CHECKPOINTS
+    for which in CHECKPOINT_NAMES:
+        olds = sorted((p for p in ck.glob(f".{which}.old-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        if not olds:
+            continue
+        final = ck / which
+        if not _is_complete_tf(final):
+            usable = [p for p in olds if _is_complete_tf(p)]
+            if not usable:
+                continue  # nothing restorable: keep them, they may still help a person
+            if final.exists():
+                shutil.rmtree(final)
+                removed.append(final)
+            usable[-1].rename(final)
+            log.warning("%s: restored the '%s' checkpoint from an interrupted swap", run_dir, which)
+            olds.remove(usable[-1])
+        for old in olds:
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    if removed:
+        log.info("%s: removed %d leftover(s) of interrupted writes", run_dir, len(removed))
+    return removed
+
+
+def has_any_checkpoint(run_dir: str | Path, names: tuple[str, ...] = CHECKPOINT_NAMES) -> bool:
+    """True when ``checkpoints/`` holds a complete ``last`` or ``best`` (or one of ``names``) of either backend.
+
+    Torch: the files ``last.pt`` / ``best.pt``; TF: the folders ``last/`` / ``best/`` with their
+    ``checkpoint`` marker (or an interrupted swap's ``.NAME.old-*`` copy, which is restorable).
+    """
+    ck = Path(run_dir) / CHECKPOINTS
+    for which in names:
+        if (ck / f"{which}.pt").is_file() or _is_complete_tf(ck / which):
+            return True
+        if any(_is_complete_tf(p) for p in ck.glob(f".{which}.old-*")):
+            return True
+    return False
+
+
+def _drop_torn_tail(fh, path: Path) -> None:
+    """Repair a file opened ``a+b`` whose last line a crash cut short, so the next append starts a line."""
+    size = fh.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    fh.seek(size - 1)
+    if fh.read(1) == b"\n":
+        return
+    fh.seek(0)
+    data = fh.read()
+    start = data.rfind(b"\n") + 1
+    try:
+        if isinstance(json.loads(data[start:].decode("utf-8")), dict):
+            fh.write(b"\n")  # a whole record that only lacks its newline
+            return
+    except ValueError:
+        pass
+    log.warning("%s: dropped an incomplete last line (a crash while it was written)", path)
+    fh.truncate(start)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one epoch's record to ``metrics.jsonl`` (flushed, one line)."""
+    """Append one epoch's record to ``metrics.jsonl`` (one line, fsynced).
+
+    A torn last line left by a crash is dropped first, so it never glues onto the new record.
+    """
     path = Path(run_dir) / METRICS
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(to_jsonable(record), sort_keys=True) + "\n")
+    line = (json.dumps(to_jsonable(record), sort_keys=True) + "\n").encode("utf-8")
+    with open(path, "a+b") as fh:
+        _drop_torn_tail(fh, path)
+        fh.write(line)
         fh.flush()
+        os.fsync(fh.fileno())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All records of ``metrics.jsonl`` (empty list when absent)."""
+    """All records of ``metrics.jsonl`` (empty list when absent).
+
+    A damaged *last* line is what a crash during an append leaves: it is ignored with a warning.
+
+    Raises:
+        RunError: a line before the last is not a JSON object (names the file and line number).
+    """
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_bytes().split(b"\n")
+    filled = [i for i, raw in enumerate(lines) if raw.strip()]
+    records = []
+    for i in filled:
+        try:
+            record = json.loads(lines[i].decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as exc:
+            if i == filled[-1]:
+                log.warning("%s: line %d is incomplete (a crash while it was written?); ignored", path, i + 1)
+                continue
+            raise RunError(f"{path}: line {i + 1} is not a metrics record ({exc}); "
+                           f"repair or delete that line") from None
+        records.append(record)
+    return records
 
 
 def truncate_metrics(run_dir: Path, keep_epochs: int) -> None:
-    """Keep only records with ``epoch < keep_epochs`` (used on resume), rewritten atomically."""
+    """Keep only records with ``epoch < keep_epochs`` (used on resume), rewritten atomically; drops a torn line."""
     records = [r for r in read_metrics(run_dir) if r.get("epoch", 0) < keep_epochs]
     atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The ``RunConfig`` of a run folder; :class:`RunError` when the folder is not a run."""
+    """The ``RunConfig`` of a run folder.
+
+    Raises:
+        RunError: the folder is not a run, or its ``config.json`` is not a facevae config (names the file).
+        ConfigError: the config is ours but a value is invalid (names the file).
+    """
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file():
+    path = run_dir / CONFIG
+    if not path.is_file():
         raise RunError(f"{run_dir}: not a run folder (no {CONFIG})")
-    return RunConfig.load(run_dir / CONFIG)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: not a readable facevae run config ({exc})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: not a facevae run config (holds a JSON {type(data).__name__}, "
+                       f"expected an object with 'backend', 'model', 'train', 'data')")
+    try:
+        return RunConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RunError(f"{path}: not a facevae run config ({type(exc).__name__}: {exc})") from None
 
 
 def figures_dir(run_dir: Path) -> Path:
@@ -104,4 +251,3 @@ def checkpoints_dir(run_dir: Path) -> Path:
     path = Path(run_dir) / CHECKPOINTS
     path.mkdir(parents=True, exist_ok=True)
     return path
-

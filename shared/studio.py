@@ -28,8 +28,9 @@ from shared.faces import Faces, label_vectors
 from shared.protocol import GenerativeModel
 from shared.runs import SPLIT, atomic_write_json, atomic_write_text, figures_dir, load_run_config
 
-__all__ = ["REFERENCE_LABEL", "TRAVERSAL_VALUES", "interpolate", "denoise", "inpaint", "open_run",
-           "held_out_faces", "labels_for", "reference_labels", "markdown_table", "latent_activity"]
+__all__ = ["REFERENCE_LABEL", "TRAVERSAL_VALUES", "MAX_GRID", "MAX_FACES", "MAX_ROUNDS", "MAX_SEED", "check_int",
+           "interpolate", "denoise", "inpaint", "open_run", "held_out_faces", "labels_for", "reference_labels",
+           "markdown_table", "latent_activity"]
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,20 @@ TRAVERSAL_VALUES = tuple(float(v) for v in np.linspace(-3.0, 3.0, 9))
 _TRAVERSAL_DIMS = 8      # most active latent dimensions shown in the traversal figure
 _ACTIVITY_FACES = 512    # test faces used to rank latent dimensions
 _FIGURE_EXAMPLES = 8     # faces shown in the denoise / inpaint figures
+MAX_GRID = 64            # a 64x64 matrix is already 4096 decodes and a figure too large to look at
+MAX_FACES = 100_000      # `n`: more than any test split, small enough to refuse typos before work
+MAX_ROUNDS = 100_000     # `iterations` / `steps`
+MAX_SEED = 2**32 - 1     # numpy's generators refuse negative seeds with a traceback
 
 
 # --------------------------------------------------------------------------- helpers
+
+def check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    """``value`` as an int when it is an integer (not a bool) in ``[lo, hi]``; else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= int(value) <= hi:
+        raise ConfigError(f"`{name}` must be an integer in [{lo}, {hi}]. Received: {name}={value!r}")
+    return int(value)
+
 
 def open_run(run_dir: str | Path) -> tuple[Path, Any, GenerativeModel]:
     """``(run_dir, config, model)`` of a run folder holding a generative model.
@@ -62,16 +74,17 @@ def held_out_faces(run_dir: str | Path, config: Any, n: Optional[int] = None) ->
 
     Raises:
         RunError: the test split is empty.
+        ConfigError: ``n`` is not an integer in [1, :data:`MAX_FACES`].
     """
     from shared.data.splits import Split
 
+    if n is not None:
+        n = check_int("n", n, 1, MAX_FACES)
     faces = api.load_run_data(config)
     test = np.asarray(Split.load(Path(run_dir) / SPLIT, faces).test)
     if test.size == 0:
         raise RunError(f"{run_dir}: the run's test split is empty (test_fraction=0?)")
     if n is not None:
-        if n < 1:
-            raise ConfigError(f"`n` must be an integer >= 1. Received: n={n!r}")
         test = test[:n]
     return faces.subset(test)
 
@@ -141,7 +154,8 @@ def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corn
         The run's ``figures`` folder.
 
     Raises:
-        ConfigError: ``grid`` < 2 or unknown ``corners``.
+        ConfigError: ``grid`` outside [2, :data:`MAX_GRID`], unknown ``corners`` or ``seed`` outside
+            [0, :data:`MAX_SEED`].
         RunError: not a generative run.
     """
     from shared.grids import interpolation_matrix, traversal as traversal_path
@@ -149,8 +163,8 @@ def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corn
 
     if corners not in ("sample", "encode"):
         raise ConfigError(f"`corners` must be one of {{'sample', 'encode'}}. Received: corners={corners!r}")
-    if not isinstance(grid, int) or grid < 2:
-        raise ConfigError(f"`grid` must be an integer >= 2. Received: grid={grid!r}")
+    grid = check_int("grid", grid, 2, MAX_GRID)
+    check_int("seed", seed, 0, MAX_SEED)
     run_dir, config, model = open_run(run_dir)
     rng = np.random.default_rng(seed)
     faces = held_out_faces(run_dir, config, _ACTIVITY_FACES)
@@ -235,14 +249,20 @@ def denoise(run_dir: str | Path, *, sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.
         The run folder.
 
     Raises:
-        ConfigError: a σ outside (0, 1] or no σ.
+        ConfigError: a σ outside (0, 1] (NaN included) or no σ; ``n`` outside [1, :data:`MAX_FACES`];
+            ``seed`` outside [0, :data:`MAX_SEED`].
         RunError: not a generative run.
     """
     from shared.plotting import image_grid
 
-    sigmas = tuple(float(s) for s in sigmas)
-    if not sigmas or any(not 0.0 < s <= 1.0 for s in sigmas):
+    try:
+        sigmas = tuple(float(s) for s in sigmas)
+    except (TypeError, ValueError):
+        raise ConfigError(f"`sigmas` must be numbers in (0, 1]. Received: sigmas={sigmas!r}") from None
+    if not sigmas or any(not 0.0 < s <= 1.0 for s in sigmas):  # NaN fails every comparison: refused too
         raise ConfigError(f"`sigmas` must be numbers in (0, 1]. Received: sigmas={list(sigmas)}")
+    n = check_int("n", n, 1, MAX_FACES)
+    check_int("seed", seed, 0, MAX_SEED)
     run_dir, config, model = open_run(run_dir)
     faces = held_out_faces(run_dir, config, n)
     clean = faces.floats()
@@ -289,16 +309,24 @@ def inpaint(run_dir: str | Path, *, mask: str = "box", method: str = "iterate", 
         The run folder.
 
     Raises:
-        ConfigError: unknown ``mask`` or ``method``.
+        ConfigError: unknown ``mask`` or ``method``; ``n``, ``iterations`` or ``steps`` not an integer
+            in [1, :data:`MAX_FACES`] / [1, :data:`MAX_ROUNDS`] (checked whatever the method); ``seed``
+            outside [0, :data:`MAX_SEED`].
         RunError: not a generative run.
     """
     from shared.corruptions import apply_mask, mean_fill
-    from shared.inpainting import METHODS, composite, decode_fill, inpaint_metrics, iterative_projection, make_mask
+    from shared.inpainting import MASKS, METHODS, composite, decode_fill, inpaint_metrics, iterative_projection, make_mask
     from shared.plotting import comparison_rows
     from shared.registry import get_backend
 
     if method not in METHODS:
         raise ConfigError(f"`method` must be one of {set(METHODS)}. Received: method={method!r}")
+    if mask not in MASKS:
+        raise ConfigError(f"`mask` must be one of {set(MASKS)}. Received: mask={mask!r}")
+    n = check_int("n", n, 1, MAX_FACES)
+    iterations = check_int("iterations", iterations, 1, MAX_ROUNDS)
+    steps = check_int("steps", steps, 1, MAX_ROUNDS)
+    check_int("seed", seed, 0, MAX_SEED)
     run_dir, config, model = open_run(run_dir)
     faces = held_out_faces(run_dir, config, n)
     clean, labels = faces.floats(), labels_for(model, faces)

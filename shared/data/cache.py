@@ -27,7 +27,7 @@ __all__ = ["CACHE_VERSION", "cache_dir", "digest_file", "digest_folder", "source
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when a loader's output for the same bytes changes
+CACHE_VERSION = 2  # bump when a loader's output for the same bytes changes (2: 16-bit images scaled, any whitespace)
 
 
 def cache_dir() -> Path:
@@ -48,8 +48,11 @@ def digest_folder(path: Path, names: list[str]) -> str:
     for name in names:
         h.update(name.encode("utf-8", "surrogateescape") + b"\0")
         p = path / name
-        if p.is_file():
-            h.update(p.read_bytes())
+        if p.is_file():  # False for links to nowhere, loops and FIFOs (reading one would block)
+            try:
+                h.update(p.read_bytes())
+            except OSError as exc:  # unreadable: the loader reports and skips it
+                h.update(f"\0error {exc.errno}".encode())
         h.update(b"\0")
     return h.hexdigest()
 
@@ -59,7 +62,10 @@ def _stat_signature(path: Path, names: list[str] | None) -> str:
     targets = [path] if names is None else [path / n for n in names]
     h.update(str(path.resolve()).encode("utf-8", "surrogateescape"))
     for p in targets:
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError:  # a dangling link or a link loop: its own stat still changes when it is fixed
+            st = p.lstat()
         h.update(f"\0{p.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 

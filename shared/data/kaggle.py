@@ -1,10 +1,11 @@
 """The Kaggle layout (``age,ethnicity,gender,img_name,pixels``) in ``.csv``, ``.csv.gz`` and ``.parquet``.
 
-Pixels are parsed without a Python loop per row: the spaces of every row are counted in one pass
-over Arrow's byte buffer, and each chunk of rows with the usual count is joined and parsed by one
-``np.fromstring`` call (which releases the GIL, so chunks run in a few threads), then
-range-checked as an array. Only rows with another count, or the rows
-of a chunk whose text does not parse, are looked at one by one, to name the exact problem.
+Pixels are parsed without a Python loop per row: the values of every row are counted in one pass
+over Arrow's byte buffer (a value starts wherever a non-whitespace byte follows whitespace, so tabs,
+runs of spaces and leading or trailing whitespace all separate values), and each chunk of rows with
+the usual count is joined and parsed by one ``np.fromstring`` call (which releases the GIL, so
+chunks run in a few threads), then range-checked as an array. Only rows with another count, or the
+rows of a chunk whose text does not parse, are looked at one by one, to name the exact problem.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import gzip
 import logging
 import math
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
 _ROWS_PER_CHUNK = 2048
+_SNIFF_BYTES = 1 << 16  # a NUL byte here marks a binary file, not CSV text
 
 
 def _suffix(path: Path) -> str:
@@ -55,6 +58,11 @@ def read_table(path: Path) -> pa.Table:
     if path.stat().st_size == 0:
         raise DataError("empty file; expected a header line 'age,ethnicity,gender,img_name,pixels' and data rows",
                         file=path)
+    if ext == ".csv":
+        with open(path, "rb") as fh:
+            if b"\0" in fh.read(_SNIFF_BYTES):
+                raise DataError("binary data (NUL bytes), not a text CSV; expected a header line "
+                                "'age,ethnicity,gender,img_name,pixels' and data rows", file=path)
     try:
         if ext == ".parquet":
             table = pq.read_table(path)
@@ -62,16 +70,22 @@ def read_table(path: Path) -> pa.Table:
             opts = pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=True)
             table = pacsv.read_csv(path, convert_options=opts)  # decompresses .gz itself
     except (OSError, pa.ArrowException, ValueError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = _printable(str(exc).splitlines()[0]) if str(exc).strip() else type(exc).__name__
         if "Empty CSV" in text:
             raise DataError("empty file; expected a header line 'age,ethnicity,gender,img_name,pixels' and data "
                             "rows", file=path) from None
         kind = {".csv.gz": "a readable gzip-compressed CSV", ".parquet": "a readable parquet file"}.get(ext, "a readable CSV")
         raise DataError(f"not {kind} ({type(exc).__name__}: {text})", file=path) from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    try:
+        names = table.column_names
+    except UnicodeDecodeError:
+        raise DataError("the header line is not UTF-8 text; expected 'age,ethnicity,gender,img_name,pixels'",
+                        file=path) from None
+    _check_duplicates(names, path)
+    missing = [c for c in COLUMNS if c not in names]
     if missing:
         raise DataError(f"missing column(s) {', '.join(missing)}; expected columns {','.join(COLUMNS)}, "
-                        f"found {','.join(table.column_names) or 'none'}", file=path, field=missing[0])
+                        f"found {_printable(','.join(names)) or 'none'}", file=path, field=missing[0])
     if table.num_rows == 0:
         raise DataError("no data rows (header only); expected at least one face", file=path)
     if not pa.types.is_string(table.schema.field("pixels").type) and not pa.types.is_large_string(
@@ -81,11 +95,32 @@ def read_table(path: Path) -> pa.Table:
     return table
 
 
+def _printable(text: str, limit: int = 120) -> str:
+    """Parser messages quote the file's bytes: keep them printable and short."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_duplicates(names: list[str], path: Path) -> None:
+    """A repeated column (or pandas' renamed ``pixels.1``) leaves it unclear which values are meant."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"column '{name}' appears more than once (duplicate header); expected each of "
+                            f"{','.join(COLUMNS)} once", file=path, field=name)
+        seen.add(name)
+    for name in names:
+        m = re.fullmatch(r"(.+)\.\d+", name)
+        if m and m.group(1) in COLUMNS and m.group(1) in seen:
+            raise DataError(f"column '{name}' looks like a renamed duplicate of '{m.group(1)}'; expected each of "
+                            f"{','.join(COLUMNS)} once", file=path, field=name)
+
+
 def _diagnose(text: str | None, n_pixels: int, file: Path, row: int) -> tuple[np.ndarray | None, DataError | None]:
     """Slow path for one row that failed the byte check: its pixels, or the exact problem."""
     tokens = (text or "").split()
     if not tokens:
-        return None, DataError(f"missing value; expected {n_pixels} space-separated integers 0-255",
+        return None, DataError(f"missing value; expected {n_pixels} whitespace-separated integers 0-255",
                                file=file, row=row, field="pixels")
     bad = next((k for k, t in enumerate(tokens) if not t.isascii() or not t.isdigit()), None)
     if bad is not None:
@@ -98,8 +133,8 @@ def _diagnose(text: str | None, n_pixels: int, file: Path, row: int) -> tuple[np
     return np.array(tokens, dtype=np.int64), None
 
 
-def _space_counts(pixels: pa.StringArray) -> np.ndarray:
-    """Spaces per row, from Arrow's byte buffer a chunk of rows at a time (-1 for null or empty rows)."""
+def _value_counts(pixels: pa.StringArray) -> np.ndarray:
+    """Whitespace-separated values per row, from Arrow's byte buffer a chunk of rows at a time (0: null or blank)."""
     dtype = np.int64 if pa.types.is_large_string(pixels.type) else np.int32
     offsets = np.frombuffer(pixels.buffers()[1], dtype=dtype)[pixels.offset:pixels.offset + len(pixels) + 1]
     offsets = offsets.astype(np.int64)
@@ -108,9 +143,14 @@ def _space_counts(pixels: pa.StringArray) -> np.ndarray:
     counts = np.empty(len(pixels), dtype=np.int64)
     for start in range(0, len(pixels), _ROWS_PER_CHUNK):
         o = offsets[start:start + _ROWS_PER_CHUNK + 1]
-        spaces = np.flatnonzero(raw[o[0]:o[-1]] == ord(" "))
-        counts[start:start + len(o) - 1] = np.diff(np.searchsorted(spaces, o - o[0]))
-    counts[np.diff(offsets) == 0] = -1
+        rel = o - o[0]
+        text = raw[o[0]:o[-1]] > 32  # whitespace is 9-13 and 32; other control bytes fail the parse anyway
+        starts = np.empty_like(text)
+        starts[:1] = text[:1]
+        np.greater(text[1:], text[:-1], out=starts[1:])  # a value starts where text follows whitespace ...
+        first = rel[:-1][rel[:-1] < text.size]
+        starts[first] = text[first]  # ... or where a row starts, whatever ended the row before
+        counts[start:start + len(o) - 1] = np.diff(np.searchsorted(np.flatnonzero(starts), rel))
     return counts
 
 
@@ -144,9 +184,10 @@ def parse_pixels(pixels: pa.Array, file: Path) -> tuple[np.ndarray, np.ndarray, 
     """
     if isinstance(pixels, pa.ChunkedArray):
         pixels = pixels.combine_chunks()
-    counts = _space_counts(pixels) + 1  # values per row when separated by single spaces
+    counts = _value_counts(pixels)
     if not (counts > 0).any():
-        raise DataError("every row is empty; expected H*W space-separated integers 0-255", file=file, field="pixels")
+        raise DataError("every row is empty; expected H*W whitespace-separated integers 0-255", file=file,
+                        field="pixels")
     n_pixels = int(majority(counts[counts > 0])[0])
     side = math.isqrt(n_pixels)
     if side * side != n_pixels:

@@ -24,8 +24,10 @@ Conditioning — what it takes for float32 rounding not to be amplified into div
   1e-3 relative after 2 steps and by 0.1–1 after 10, while the weights still agreed to 1e-7.
 * The ``seed`` preset (ReLU → max-pool → BN, lrelu 0.01) has ~10× larger gradients than ``default``
   and dies easily: a ReLU channel that is (almost) always 0 has batch variance ≈ 0, so BN scales
-  its rounding noise by up to 1/√eps ≈ 300. It is run at lr 2e-5 (``default``: 1e-4) from an init
-  (8/16/16 channels, seed 5) whose BN inputs all have batch variance > 1e-3. At lr 1e-4, or from
+  its rounding noise by up to 1/√eps ≈ 300. It is run at lr 1e-5 (``default``: 1e-4) from an init
+  (8/16/16 channels, seed 5) whose BN inputs all have batch variance > 1e-3. At 2e-5 the soft
+  clamp of the posterior log-variance (shared.architecture) was enough to part the two runs by
+  1.4e-4 relative after 19 steps (1e-5 without it). At lr 1e-4, or from
   an init with a dead channel (4/8/8, seed 0), the two runs part after ~8 steps (loss 2e-3
   relative, first-conv weights 1e-2): chaos from rounding, not a mapping error — step-0
   gradients agree to ≈ 1e-5 relative in every case.
@@ -58,7 +60,7 @@ def tie_free_images(n: int, size: int) -> np.ndarray:
 
 
 # preset -> (learning rate, init seed, model shape overrides); see "Conditioning" above
-CASES = {"default": (1e-4, 0, {}), "seed": (2e-5, 5, {"channels": (8, 16, 16)})}
+CASES = {"default": (1e-4, 0, {}), "seed": (1e-5, 5, {"channels": (8, 16, 16)})}
 
 
 def _train_both(preset: str, size: int):
@@ -132,7 +134,7 @@ def test_trainable_weights_agree_after_20_steps(trained):
             continue
         np.testing.assert_allclose(k_w[key], t_w[key], atol=W_ATOL, rtol=W_RTOL, err_msg=key)
         moved = max(moved, float(np.abs(t_w[key] - init[key]).max()))
-    assert moved > 100 * W_ATOL  # weights moved far more than the tolerance
+    assert moved > 50 * W_ATOL  # weights moved far more than the tolerance
 
 
 def test_moving_statistics_follow_each_frameworks_variance_convention(trained):

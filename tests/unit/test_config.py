@@ -74,6 +74,65 @@ class TestJson:
         with pytest.raises(ConfigError, match="not found"):
             RunConfig.load(tmp_path / "missing.json")
 
+    @pytest.mark.parametrize("data, words", [
+        ([1, 2], "`config` must be a JSON object"),
+        ({"model": [1]}, "`model` must be a JSON object"),
+        ({"train": "fast"}, "`train` must be a JSON object"),
+        ({"data": None}, "`data` must be a JSON object"),
+    ])
+    def test_every_level_must_be_an_object(self, data, words):
+        with pytest.raises(ConfigError, match=words):
+            RunConfig.from_dict(data)
+        with pytest.raises(ConfigError, match="must be a JSON object"):
+            ModelConfig.from_dict([("latent_dim", 3)])
+
+    def test_huge_and_deep_json_is_a_config_error(self):
+        with pytest.raises(ConfigError, match="not valid JSON"):
+            RunConfig.from_json('{"train": {"seed": ' + "9" * 5000 + "}}")
+        with pytest.raises(ConfigError, match="not valid JSON"):
+            RunConfig.from_json("[" * 100_000 + "]" * 100_000)
+
+    def test_load_names_the_file(self, tmp_path):
+        (tmp_path / "list.json").write_text("[1, 2]")
+        with pytest.raises(ConfigError, match=r"list\.json: `config` must be a JSON object.*list"):
+            RunConfig.load(tmp_path / "list.json")
+        (tmp_path / "latin.json").write_bytes(b'{"backend": "\xe9"}')
+        with pytest.raises(ConfigError, match=r"latin\.json: not UTF-8"):
+            RunConfig.load(tmp_path / "latin.json")
+
+
+class TestBounds:
+    @pytest.mark.parametrize("kw, words", [
+        (dict(channels=(32.5, 64)), "bad element 32.5"),
+        (dict(channels=[32.0, 64.0]), "bad element 32.0"),     # JSON 32.0: refused, not truncated
+        (dict(channels=[True, 64]), "bad element True"),
+        (dict(channels="32"), "Received: channels='32'"),
+        (dict(channels=(8192,)), "integers in [1, 4096]"),
+        (dict(hidden_dims=(10_000_000,)), "integers in [1, 65536]"),
+        (dict(hidden_dims=(8,) * 17), "at most 16 integers"),
+        (dict(latent_dim=2048), "`latent_dim` must be an integer in [1, 1024]. Received: latent_dim=2048"),
+        (dict(beta=float("nan")), "`beta` must be a finite number in [0.0, 1000.0]. Received: beta=nan"),
+    ])
+    def test_model_bounds(self, kw, words):
+        with pytest.raises(ConfigError) as exc:
+            ModelConfig(**kw)
+        assert words in str(exc.value)
+
+    def test_numpy_integers_and_null_shapes_are_fine(self):
+        import numpy as np
+        assert ModelConfig(channels=[np.int64(8), 16], hidden_dims=None).channels == (8, 16)
+        assert ModelConfig(channels=[], hidden_dims=()).channels == ModelConfig().channels
+
+    @pytest.mark.parametrize("kw", [dict(lr=float("nan")), dict(grad_clip=float("nan")), dict(augment="false"),
+                                    dict(compile=1), dict(lr=float("inf"))])
+    def test_train_bounds(self, kw):
+        with pytest.raises(ConfigError, match=f"`{next(iter(kw))}`"):
+            TrainConfig(**kw)
+
+    def test_from_json_refuses_floats_for_widths(self):
+        with pytest.raises(ConfigError, match="channels"):
+            RunConfig.from_json(json.dumps({"model": {"channels": [32.0, 64.0, 128.0, 256.0]}}))
+
 
 class TestBuildConfig:
     def test_routes_flat_keywords(self):

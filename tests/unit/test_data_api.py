@@ -34,7 +34,7 @@ class TestSpecs:
 
     @pytest.mark.parametrize("spec", ["synthetic:0", "synthetic:abc", "synthetic:-3"])
     def test_bad_synthetic_n(self, spec):
-        with pytest.raises(DataError, match="N must be a positive integer"):
+        with pytest.raises(DataError, match="N must be an integer in 1-200000"):
             load(spec)
 
     def test_source_kinds(self, tmp_path):

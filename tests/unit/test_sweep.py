@@ -9,6 +9,7 @@ import pytest
 
 from shared import api
 from shared.errors import ConfigError, RunError
+from shared.runs import lock_run
 from shared.sweep import run_name, sweep
 from tests.unit.test_studio import LinearVAE
 
@@ -121,6 +122,57 @@ def test_folder_with_other_config_is_refused(fake, base, tmp_path):
     other = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=2))
     with pytest.raises(RunError, match="different config"):
         sweep(other, out, latent_dims=(2,), betas=(1.0,))
+
+
+def test_folder_that_is_not_a_sweep_is_refused_untouched(fake, base, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    run = tmp_path / "run"
+    run.mkdir()
+    base.save(run / "config.json")
+    for folder, words in ((mine, "notes.txt"), (run, "a run")):
+        before = sorted(p.name for p in folder.iterdir())
+        with pytest.raises(RunError, match=f"is not a sweep folder \\(it holds {words}"):
+            sweep(base, folder, latent_dims=(2,), betas=(1.0,))
+        assert sorted(p.name for p in folder.iterdir()) == before
+    assert fake.trained == []
+
+
+def test_sweep_in_use_is_refused(fake, base, tmp_path):
+    out = tmp_path / "sw"
+    with lock_run(out):
+        with pytest.raises(RunError, match="in use by pid"):
+            sweep(base, out, latent_dims=(2,), betas=(1.0,))
+    assert fake.trained == []
+
+
+def test_grid_point_failed_before_its_first_checkpoint_restarts_through_api_train(fake, base, tmp_path,
+                                                                                 monkeypatch):
+    """The real api.train rules (lock, restart of a checkpoint-less run) under a fake backend."""
+    monkeypatch.undo()  # the real api.train this time
+    for name in ("evaluate", "load_model"):
+        monkeypatch.setattr(api, name, getattr(fake, name))
+    calls = []
+
+    class Backend:
+        @staticmethod
+        def train(config, faces, split, run_dir, *, resume=False):
+            calls.append((Path(run_dir).name, resume))
+            if len(calls) == 1:
+                (Path(run_dir) / "metrics.jsonl").write_text('{"epoch": 0, "half": ')
+                raise KeyboardInterrupt        # Ctrl-C before the first checkpoint
+            (Path(run_dir) / "checkpoints").mkdir(exist_ok=True)
+            (Path(run_dir) / "checkpoints" / "last.pt").write_bytes(b"ckpt")
+
+    monkeypatch.setattr(api, "get_backend", lambda name: Backend)
+    out = tmp_path / "sw"
+    with pytest.raises(KeyboardInterrupt):
+        sweep(base, out, latent_dims=(2,), betas=(1.0,))
+    sweep(base, out, latent_dims=(2,), betas=(1.0,))
+    assert calls == [("d2_b1", False), ("d2_b1", False)]
+    assert not (out / "d2_b1" / "metrics.jsonl").exists()
+    assert (out / "sweep.json").is_file()
 
 
 def test_different_test_split_is_refused(monkeypatch, base, tmp_path):

@@ -52,3 +52,44 @@ def test_missing_or_mismatched_checkpoint(tmp_path):
     checkpoint.save(tmp_path, "last", _ckpt(1.0)[1])
     with pytest.raises(RunError, match="does not fit"):
         checkpoint.restore(tmp_path, "last", tf.train.Checkpoint(w=tf.Variable(np.zeros((2, 2), np.float32))))
+
+
+def _saved(tmp_path):
+    checkpoint.save(tmp_path, "last", _ckpt(1.0)[1])
+    folder = tmp_path / "checkpoints" / "last"
+    return folder, sorted(folder.glob("ckpt.*"))
+
+
+def test_checksums_cover_every_file(tmp_path):
+    folder, files = _saved(tmp_path)
+    import json
+    assert sorted(json.loads((folder / "checksums.json").read_text())) == [p.name for p in files]
+    assert {p.name.split("-")[0] for p in files} == {"ckpt.index", "ckpt.data"}
+
+
+@pytest.mark.parametrize("with_checksums", [True, False], ids=["checksums", "tf_crc_only"])
+def test_damaged_files_are_refused(tmp_path, with_checksums):
+    folder, files = _saved(tmp_path)
+    if not with_checksums:  # a folder written before checksums.json: TF's own CRCs must catch it
+        (folder / "checksums.json").unlink()
+    for path in files:
+        good = path.read_bytes()
+        n = len(good)
+        damages = [good[:n // 2], good[:n - 1], b""]
+        for offset in (0, n // 2, n - 1):
+            flipped = bytearray(good)
+            flipped[offset] ^= 0x01
+            damages.append(bytes(flipped))
+        for damaged in damages:
+            path.write_bytes(damaged)
+            with pytest.raises(RunError, match="checkpoint is damaged"):
+                _read(tmp_path)
+        path.write_bytes(good)
+    np.testing.assert_array_equal(_read(tmp_path), [1.0, 1.0, 1.0])
+
+
+def test_damaged_checksum_file_is_refused(tmp_path):
+    folder, _ = _saved(tmp_path)
+    (folder / "checksums.json").write_text("[1")
+    with pytest.raises(RunError, match="damaged"):
+        _read(tmp_path)

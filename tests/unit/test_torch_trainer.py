@@ -1,4 +1,4 @@
-"""The shared torch trainer: resume equality, NaN stop, safe loading, schedules, early stopping."""
+"""The torch engine under the shared loop: resume equality, NaN stop, safe loading, schedules, early stopping."""
 from __future__ import annotations
 
 import json
@@ -22,20 +22,16 @@ from tests.unit.torch_vae_helpers import single_thread  # noqa: E402, F401
 class Tiny(nn.Module):
     """Conv + BN + dropout regressor of the mean pixel: exercises buffers and the global RNG."""
 
-    def __init__(self, nan_at_step: int = -1, stop_at_epoch: int = -1, constant: bool = False):
+    def __init__(self, nan_at_step: int = -1, stop_at_step: int = -1, constant: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(1, 4, 3, padding=1)
         self.bn = nn.BatchNorm2d(4)
         self.drop = nn.Dropout(0.2)
         self.head = nn.Linear(4, 1)
-        self.nan_at_step, self.stop_at_epoch, self.constant = nan_at_step, stop_at_epoch, constant
+        self.nan_at_step, self.stop_at_step, self.constant = nan_at_step, stop_at_step, constant
         self.calls = 0
 
-    def on_epoch_start(self, epoch: int) -> None:
-        if epoch == self.stop_at_epoch:
-            raise KeyboardInterrupt  # simulates an interrupted run
-
-    def loss_terms(self, batch):
+    def loss_terms(self, batch, beta=None):
         x = batch["images"]  # (B, 1, H, W)
         h = self.drop(torch.relu(self.bn(self.conv(x)))).mean(dim=(2, 3))  # (B, 4)
         pred = self.head(h).squeeze(1)
@@ -43,6 +39,8 @@ class Tiny(nn.Module):
         if self.constant:
             mse = mse * 0 + 1.0
         if self.training:
+            if self.calls == self.stop_at_step:
+                raise KeyboardInterrupt  # simulates an interrupted run
             if self.calls == self.nan_at_step:
                 mse = mse * float("nan")
             self.calls += 1
@@ -68,6 +66,7 @@ def _model(**kw) -> Tiny:
 
 
 TRAIN, VAL = _data(70, 1), _data(30, 2)
+STEPS_PER_EPOCH = 70 // 16 + 1  # 4 full batches + a tail of 6
 
 
 class TestResume:
@@ -75,10 +74,10 @@ class TestResume:
         full = _model()
         fit(full, TRAIN, VAL, _config(), tmp_path / "full")
 
-        part = _model(stop_at_epoch=2)
+        part = _model(stop_at_step=2 * STEPS_PER_EPOCH + 1)  # interrupted inside epoch 3
         with pytest.raises(KeyboardInterrupt):
             fit(part, TRAIN, VAL, _config(), tmp_path / "part")
-        assert load_checkpoint(checkpoint_path(tmp_path / "part", "last"))["epoch"] == 2
+        assert load_checkpoint(checkpoint_path(tmp_path / "part", "last"))["loop"]["epoch"] == 2
         resumed = _model()  # a fresh process: new model object, state comes from last.pt
         fit(resumed, TRAIN, VAL, _config(), tmp_path / "part", resume=True)
 
@@ -103,13 +102,12 @@ class TestResume:
 
 class TestNonFinite:
     def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(self, tmp_path: Path):
-        n_batches = 70 // 16 + 1  # 4 full batches + a tail of 6
-        k = 2 * n_batches + 1      # second step of epoch 2
+        k = 2 * STEPS_PER_EPOCH + 1  # second step of epoch 2
         with pytest.raises(NonFiniteLossError, match=rf"global step {k} \(epoch 2\)") as info:
             fit(_model(nan_at_step=k), TRAIN, VAL, _config(), tmp_path)
         assert isinstance(info.value, FaceVAEError)
         state = load_checkpoint(checkpoint_path(tmp_path, "last"))
-        assert state["epoch"] == 2
+        assert state["loop"]["epoch"] == 2
         assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
         assert len(read_metrics(tmp_path)) == 2
 
@@ -152,7 +150,7 @@ class TestRecipe:
         for key in ("epoch", "lr", "seconds", "images_per_s", "train_loss", "train_mae", "val_loss", "val_mae"):
             assert key in records[0]
         assert best["val_loss"] == min(r["val_loss"] for r in records)
-        assert load_checkpoint(checkpoint_path(tmp_path, "best"))["epoch"] == best["epoch"] + 1
+        assert load_checkpoint(checkpoint_path(tmp_path, "best"))["loop"]["epoch"] == best["epoch"] + 1
         json.dumps(best)
 
     def test_early_stopping(self, tmp_path: Path):
