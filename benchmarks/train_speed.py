@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from facevae.backend import build_vae  # noqa: E402
-from facevae.engine import _optimizer, fit, select_device, to_tensors  # noqa: E402
+from facevae.engine import fit, make_optimizer, select_device, to_tensors  # noqa: E402
 from shared.config import ModelConfig, RunConfig, TrainConfig, DataConfig  # noqa: E402
 from shared.runs import read_metrics  # noqa: E402
 
@@ -51,7 +51,7 @@ def bare_loop(config: RunConfig, images: np.ndarray) -> list[float]:
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
     data = to_tensors({"images": images}, device)["images"]
-    opt = _optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     n, bs = len(data), cfg.batch_size

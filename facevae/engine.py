@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from facevae.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from facevae.checkpoint import checkpoint_path, has_checkpoint, load_checkpoint, save_checkpoint
 from shared import training
 from shared.config import RunConfig, TrainConfig
 from shared.errors import ConfigError, NonFiniteLossError, RunError
@@ -214,7 +214,7 @@ class TorchEngine:
         return loop
 
     def has_checkpoint(self, which: str) -> bool:
-        return checkpoint_path(self.run_dir, which).is_file()
+        return has_checkpoint(self.run_dir, which)
 
     @torch.no_grad()
     def reconstruct_val(self) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from shared.config import DataConfig, ModelConfig, RunConfig, default_train_config
 from shared.errors import ConfigError, FaceVAEError, RunError
 from shared.registry import get_backend, resolve_backend_name
@@ -181,23 +183,38 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
         seed: seeds every sampled quantity.
 
     Returns:
-        The metrics written to ``eval.json``.
+        The metrics written to ``eval.json``, with ``warnings``: the learning guard's findings
+        (:func:`shared.training.learning_guard`; for generative models the reconstruction PSNR is
+        compared with that of the mean face of the run's training split).
     """
     from shared.data.splits import Split
+    from shared.runs import read_metrics
+    from shared.training import learning_guard
 
     if isinstance(iwae_k, bool) or not isinstance(iwae_k, int) or not 1 <= iwae_k <= 10_000:
         raise ConfigError(f"`iwae_k` must be an integer in [1, 10000]. Received: iwae_k={iwae_k!r}")
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    faces = load_run_data(config, data)
-    if data is None:
-        faces = faces.subset(Split.load(run_dir / SPLIT, faces).test)
+    run_faces = load_run_data(config)
+    split = Split.load(run_dir / SPLIT, run_faces)
+    faces = run_faces.subset(split.test) if data is None else load_run_data(config, data)
     backend = get_backend(config.backend)
     model = backend.load(run_dir)
     clf = _load_classifier(Path(classifier), config) if classifier else None
     result = backend.evaluate(model, faces, iwae_k=iwae_k, classifier=clf, seed=seed, out_dir=run_dir)
     result = {"run_dir": str(run_dir), "data": data or f"{config.data.spec} (test split)",
               "n_faces": len(faces), **result}
+    mean_face_psnr = None
+    if "psnr" in result and len(faces):
+        from shared.image_metrics import psnr
+
+        mean_face = run_faces.subset(split.train).floats().mean(0)
+        mean_face_psnr = float(np.mean(psnr(faces.floats(), np.broadcast_to(mean_face, faces.images.shape))))
+        result["mean_face_psnr"] = mean_face_psnr
+    result["warnings"] = learning_guard(read_metrics(run_dir), rate=result.get("rate"), psnr=result.get("psnr"),
+                                        mean_face_psnr=mean_face_psnr)
+    for warning in result["warnings"]:
+        log.warning("%s: %s", run_dir, warning)
     atomic_write_json(run_dir / EVAL, result)
     return result
 

@@ -143,3 +143,20 @@ def test_a_converted_run_samples_the_same_faces_and_frechet_distance(tmp_path):
     fd = [summarize_generative(m, faces, per, iwae_k=0, seed=5, n_parameters=0, classifier=_Features())
           ["frechet_distance"] for m in (a, b)]
     assert fd[1] == pytest.approx(fd[0], rel=1e-4) and fd[0] > 0
+
+
+def test_bad_inputs_raise_the_same_error_on_both_adapters(tmp_path):
+    from facevae import backend as torch_backend
+    from facevae_tf import backend as tf_backend
+    from shared.errors import ConfigError
+
+    run = api.train(_config("torch", epochs=1), tmp_path / "torch")
+    models = (torch_backend.load(run), tf_backend.load(api.convert(run, to="tf", out=tmp_path / "tf")))
+    for model in models:
+        with pytest.raises(ConfigError, match=r"z must have shape \(N, 4\)"):
+            model.decode(np.zeros((2, 5), np.float32))
+        with pytest.raises(ConfigError, match=r"images must have shape \(N, 32, 32\)"):
+            model.encode(np.zeros((2, 48, 48), np.uint8))
+        with pytest.raises(ConfigError, match="`n` must be a non-negative integer"):
+            model.sample(-1, seed=0)
+        assert model.decode(np.zeros((0, 4), np.float32)).shape == (0, 32, 32)

@@ -25,3 +25,21 @@ def test_default_recipe_learns_on_600_synthetic_faces(tmp_path, backend, latent_
     pytest.importorskip("torch" if backend == "torch" else "tensorflow")
     result = train_default("synthetic:600", tmp_path / "run", backend, latent_dim, seed, likelihood, **extra)
     assert_learned(result)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_a_run_that_did_not_learn_says_so_in_its_log_and_eval_json(tmp_path, caplog, backend):
+    import json
+
+    from shared import api
+
+    pytest.importorskip("torch" if backend == "torch" else "tensorflow")
+    config = api.build_config(backend=backend, model="vae", data="synthetic:96", image_size=32, latent_dim=4,
+                              channels=(4, 8), hidden_dims=(16,), epochs=2, batch_size=32, lr=0.0, device="cpu")
+    with caplog.at_level("WARNING"):
+        run = api.train(config, tmp_path / "frozen")
+    assert "no better than the mean face" in caplog.text  # lr 0: only BatchNorm statistics move
+    api.evaluate(run, iwae_k=1)
+    saved = json.loads((run / "eval.json").read_text())
+    assert saved["psnr"] <= saved["mean_face_psnr"] + 0.1
+    assert any("no better than the mean face" in w for w in saved["warnings"])
