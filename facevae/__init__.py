@@ -1,4 +1,4 @@
-"""facevae's PyTorch backend: the shared trainer, the convolutional VAE and its evaluation.
+"""facevae's PyTorch backend: its training engine, the convolutional VAE, the CNNs and their evaluation.
 
 The backend surface (``train``, ``load``, ``evaluate``) lives in :mod:`facevae.backend`; submodules are
 imported explicitly so that ``import facevae`` stays cheap.

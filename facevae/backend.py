@@ -16,6 +16,7 @@ import torch
 from facevae.adapter import BATCH, TorchGenerativeModel
 from facevae.engine import fit, load_weights, select_device
 from facevae.models import ConvVAE
+from facevae.weights_io import import_plan_weights
 from shared.config import ModelConfig, RunConfig
 from shared.errors import ConfigError
 from shared.faces import Faces
@@ -63,7 +64,6 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
         return cnn_backend.train(config, faces, split, run_dir, resume=resume)
     model = build_vae(config.model, config.train.seed)
     if initial_weights is not None:
-        from facevae.weights_io import import_plan_weights
         import_plan_weights(model, initial_weights)
     log.info("VAE with %d parameters (preset %s, latent_dim %d)", model.n_parameters, config.model.preset,
              config.model.latent_dim)

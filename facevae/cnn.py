@@ -2,7 +2,7 @@
 
 Both presets share one interface: ``forward(x)`` returns a dict of raw outputs (class **logits**,
 never probabilities, and age in years), ``features(x)`` the penultimate-layer features, and
-``loss_terms(batch)`` the named loss terms the trainer logs (``loss`` is the one it minimises).
+``loss_terms(batch, beta)`` the named loss terms the training loop logs (``loss`` is the one it minimises).
 
 * ``seed``: the original work's layers, built from :func:`shared.architecture.conv_trunk` /
   :func:`shared.architecture.dense_stack` — Conv3×3 → ReLU → MaxPool2 → BN per block, flatten,

@@ -70,13 +70,14 @@ def load_run_weights(run_dir: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
     Raises:
         ConfigError: the run is not a torch ``vae``; RunError: no usable checkpoint.
     """
-    from facevae.backend import load
+    from facevae.engine import load_weights
+    from shared.runs import load_run_config
 
-    model = load(Path(run_dir))
-    if not isinstance(getattr(model, "module", None), ConvVAE):
-        raise ConfigError(f"{run_dir}: only `family` 'vae' runs can be converted. "
-                          f"Received: family={model.config.model.family!r}")
-    return model.config, export_plan_weights(model.module)
+    config = load_run_config(run_dir)
+    if config.backend != "torch" or config.model.family != "vae":
+        raise ConfigError(f"{run_dir}: only torch `family` 'vae' runs can be read here. "
+                          f"Received: backend={config.backend!r}, family={config.model.family!r}")
+    return config, export_plan_weights(load_weights(ConvVAE(config.model), Path(run_dir)))
 
 
 def save_run_weights(config: RunConfig, weights: Mapping[str, np.ndarray], run_dir: Path) -> Path:

@@ -14,15 +14,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae_tf import checkpoint
 from facevae_tf.evaluation import evaluate
 from facevae_tf.adapter import CHUNK, TFGenerativeModel, arrays_of
 from facevae_tf.models import build_model
+from facevae_tf.weights_io import import_plan_weights, load_trained
 from facevae_tf.engine import device_scope, fit, seed_everything
 from shared.config import RunConfig
-from shared.errors import ConfigError, FaceVAEError
+from shared.errors import ConfigError
 from shared.faces import Faces
-from shared.runs import load_run_config
 
 __all__ = ["train", "load", "evaluate", "inpaint_optimize", "arrays_of"]
 
@@ -68,7 +67,6 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
 
 
 def _start_from(model, config: RunConfig, weights: Mapping[str, np.ndarray]) -> None:
-    from facevae_tf.weights_io import import_plan_weights
     from shared.architecture import vae_plan
     from shared.weight_layout import convert_weights
 
@@ -83,14 +81,7 @@ def load(run_dir: Path, which: str = "best") -> TFGenerativeModel:
     Raises:
         RunError: not a run folder or no checkpoint; ConfigError: not a tf generative run.
     """
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    if config.backend != "tf":
-        raise ConfigError(f"{run_dir} was trained with backend {config.backend!r}, not 'tf'")
-    model = build_model(config.model)
-    if which == "best" and not checkpoint.has_checkpoint(run_dir, "best"):
-        which = "last"
-    checkpoint.restore(run_dir, which, checkpoint.model_checkpoint(model), partial=True)
+    config, model = load_trained(run_dir, which)
     return TFGenerativeModel(model, config)
 
 

@@ -1,7 +1,7 @@
 """Keras 3 models ``vae``, ``cvae`` and ``iaf``, one base class built from :func:`shared.architecture.vae_plan`.
 
 Every loss term is computed explicitly by :meth:`FaceVAE.loss_terms` (never through ``add_loss``:
-the original conditional VAE lost its KL term that way). The trainer only reads ``terms["loss"]``.
+the original conditional VAE lost its KL term that way). The training engine only reads ``terms["loss"]``.
 
 Layer order and names follow the plan (``encoder_*``, ``encoder_dense_*``, ``head_mean``,
 ``head_logvar``, ``head_context``, ``decoder_*``); see :meth:`FaceVAE.plan_layers`.
@@ -113,7 +113,7 @@ class FaceVAE(keras.Model):
         Args:
             x: images ``(B, H, W, 1)`` in [0, 1]; y: labels ``(B, label_dim)``.
             eps: standard normal noise ``(B, D)`` for the reparameterisation.
-            beta: the KL weight (the trainer passes the warmed-up β in training, the target β in validation).
+            beta: the KL weight (the shared loop passes the warmed-up β in training, the target β in validation).
             training: BatchNorm mode; free bits shape the training loss only.
 
         Returns:

@@ -16,9 +16,11 @@ import numpy as np
 from facevae_tf import checkpoint
 from facevae_tf.models import FaceVAE, build_model
 from shared.config import RunConfig
+from shared.errors import ConfigError
+from shared.runs import load_run_config
 from shared.weight_layout import PlanSlot, convert_weights, plan_slots
 
-__all__ = ["export_plan_weights", "import_plan_weights", "load_run_weights", "save_run_weights"]
+__all__ = ["export_plan_weights", "import_plan_weights", "load_run_weights", "save_run_weights", "load_trained"]
 
 # plan role -> Keras variable attribute
 _KERAS_NAMES = {"kernel": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta",
@@ -56,12 +58,27 @@ def import_plan_weights(model: FaceVAE, weights: Mapping[str, np.ndarray]) -> Fa
     return model
 
 
+def load_trained(run_dir: Path, which: str = "best") -> tuple[RunConfig, FaceVAE]:
+    """The config and trained Keras model of a TF run folder (``best`` checkpoint, else ``last``).
+
+    Raises:
+        RunError: not a run folder or no usable checkpoint; ConfigError: not a tf run.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if config.backend != "tf":
+        raise ConfigError(f"{run_dir} was trained with backend {config.backend!r}, not 'tf'")
+    model = build_model(config.model)
+    if which == "best" and not checkpoint.has_checkpoint(run_dir, "best"):
+        which = "last"
+    checkpoint.restore(run_dir, which, checkpoint.model_checkpoint(model), partial=True)
+    return config, model
+
+
 def load_run_weights(run_dir: Path) -> tuple[RunConfig, dict[str, np.ndarray]]:
     """The config and plan weights (Keras layout) of a TF run folder (``best`` checkpoint, else ``last``)."""
-    from facevae_tf.backend import load
-
-    model = load(Path(run_dir))
-    return model.config, export_plan_weights(model.keras_model)
+    config, model = load_trained(run_dir)
+    return config, export_plan_weights(model)
 
 
 def save_run_weights(config: RunConfig, weights: Mapping[str, np.ndarray], run_dir: Path) -> Path:

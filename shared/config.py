@@ -266,7 +266,7 @@ class TrainConfig(_JsonMixin):
         _bool("compile", self.compile)
 
     def lr_factor(self, epoch: int) -> float:
-        """Multiplier of ``lr`` in ``epoch`` (0-based), shared by both backends' trainers.
+        """Multiplier of ``lr`` in ``epoch`` (0-based), shared by both backends (:mod:`shared.training`).
 
         ``constant``: 1; ``cosine``: ½(1 + cos(π·epoch/epochs)); ``seed``: 1/(1 + epoch), the original recipe.
         """
