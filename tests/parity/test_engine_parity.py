@@ -160,3 +160,34 @@ def test_bad_inputs_raise_the_same_error_on_both_adapters(tmp_path):
         with pytest.raises(ConfigError, match="`n` must be a non-negative integer"):
             model.sample(-1, seed=0)
         assert model.decode(np.zeros((0, 4), np.float32)).shape == (0, 32, 32)
+
+
+def test_both_backends_initialise_every_layer_from_the_same_distribution():
+    """U(±1/√fan_in) for every kernel and bias on both sides (shared.architecture): the spread of each
+    layer's initial weights agrees within sampling error, and nothing exceeds the bound."""
+    from facevae_tf import weights_io as tf_io
+    from facevae_tf.engine import seed_everything
+    from facevae_tf.models import build_model
+    from shared.architecture import vae_plan
+    from shared.config import ModelConfig
+    from shared.weight_layout import convert_weights
+
+    cfg = ModelConfig(latent_dim=32)  # the default preset at full size
+    torch.manual_seed(0)
+    t = torch_io.export_plan_weights(ConvVAE(cfg))
+    seed_everything(0)
+    k = convert_weights(tf_io.export_plan_weights(build_model(cfg)), vae_plan(cfg), src="tf", dst="torch")
+    checked = 0
+    for key, a in t.items():
+        if not key.endswith("kernel"):
+            continue
+        prefix = key[:-len("kernel")]
+        bound = 1.0 / np.sqrt(a[0].size)  # torch layout: fan_in = a[0].size for conv, deconv and dense
+        for role in ("kernel", "bias"):
+            x, y = t[prefix + role], k[prefix + role]
+            assert np.abs(x).max() <= bound + 1e-7 and np.abs(y).max() <= bound + 1e-7, prefix + role
+            if x.size >= 256:  # uniform on ±bound: std bound/√3
+                assert np.std(x) == pytest.approx(bound / np.sqrt(3), rel=0.1), prefix + role
+                assert np.std(y) == pytest.approx(bound / np.sqrt(3), rel=0.1), prefix + role
+                checked += 1
+    assert checked >= 10
