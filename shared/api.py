@@ -76,8 +76,8 @@ def _inspect(out: Path) -> tuple[str, str]:
         load_run_config(out)
     except FaceVAEError as exc:
         return "foreign", str(exc)
-    # 'best' without 'last' only happens when the first epoch's save was cut: nothing to continue from
-    return ("trained" if has_any_checkpoint(out, ("last",)) else "fresh"), ""
+    # any checkpoint counts: a converted run holds only 'best' and must never be wiped as "failed"
+    return ("trained" if has_any_checkpoint(out) else "fresh"), ""
 
 
 def _refuse_for_new_run(out: Path, state: str, why: str) -> None:
@@ -124,9 +124,13 @@ def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
         load_run_config(out)  # refuses a non-run before the lock creates anything in it
         with lock_run(out):
             config = load_run_config(out)
-            if not has_any_checkpoint(out, ("last",)):
+            if not has_any_checkpoint(out):
                 raise RunError(f"{out}: has no checkpoint yet (it stopped before its first epoch ended), so there "
                                f"is nothing to resume: start it again with the same command without --resume")
+            if not has_any_checkpoint(out, ("last",)):
+                raise RunError(f"{out}: has a 'best' checkpoint but no 'last' one (a converted run, or one cut while "
+                               f"saving its first epoch): it can be evaluated but not resumed; to train it again "
+                               f"from scratch, delete its {CHECKPOINTS}/ folder")
             faces = load_run_data(config)
             split = Split.load(out / SPLIT, faces)
             _train_locked(config, faces, split, out, resume=True)

@@ -232,13 +232,16 @@ def test_run_that_failed_before_its_first_checkpoint_starts_again(tmp_path, monk
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.pt"]
 
 
-def test_best_without_last_is_a_run_cut_in_its_first_save_and_starts_again(tmp_path, fake):
+def test_best_without_last_is_kept_and_cannot_be_resumed(tmp_path, fake):
+    """A converted run holds only 'best': neither a new train nor a resume may touch it."""
     out = api.train(_config(), tmp_path / "run")
     (out / "checkpoints" / "last.pt").rename(out / "checkpoints" / "best.pt")
-    with pytest.raises(RunError, match="has no checkpoint yet.*without --resume"):
+    before = _snapshot(out)
+    with pytest.raises(RunError, match="no 'last' one.*converted run.*not resumed"):
         api.train(None, out, resume=True)
-    api.train(_config(), out)
-    assert fake.calls == [False, False]
+    with pytest.raises(RunError, match="already holds a run"):
+        api.train(_config(), out)
+    assert _snapshot(out) == before and fake.calls == [False]
 
 
 def test_train_into_a_locked_folder_is_refused(tmp_path, fake):
