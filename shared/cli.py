@@ -132,12 +132,7 @@ def _cmd_sweep(a: argparse.Namespace) -> None:
     from shared.api import build_config
     from shared.sweep import sweep
     _out_folder(a.out)
-    kw = _config_kwargs(a)
-    for d in a.latent_dims:  # every grid value is checked before the first model trains for minutes
-        build_config(**{**kw, "latent_dim": d})
-    for beta in a.betas:
-        build_config(**{**kw, "latent_dim": a.latent_dims[0], "beta": beta})
-    base = build_config(latent_dim=a.latent_dims[0], **kw)
+    base = build_config(latent_dim=a.latent_dims[0], **_config_kwargs(a))  # sweep() checks every grid value
     print(f"sweep written to {sweep(base, a.out, latent_dims=a.latent_dims, betas=a.betas)}")
 
 
