@@ -86,6 +86,19 @@ def main(argv: list[str] | None = None) -> int:
                         print(json.dumps(row), flush=True)
     rows = [json.loads(f.read_text()) for f in sorted(rows_dir.glob("*.json"))]
     print(f"\n{a.data}: {sum(r['learned'] for r in rows)} of {len(rows)} runs learned\n")
+    print("| backend | likelihood | d | seeds | val loss ep 1 → ep 3 (worst seed: smallest fall) | max train rate "
+          "| test PSNR, worst seed | mean face | learned |")
+    print("|---|---|---:|---|---|---:|---:|---:|---|")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["backend"], r["likelihood"], r["d"]), []).append(r)
+    for (backend, lik, d), g in sorted(groups.items()):
+        worst = min(g, key=lambda r: r["val1"] - r["val3"])
+        print(f"| {backend} | {lik} | {d} | {','.join(str(r['seed']) for r in sorted(g, key=lambda r: r['seed']))} | "
+              f"{worst['val1']:.1f} → {worst['val3']:.1f} | {max(r['max_rate'] for r in g):.1f} | "
+              f"{min(r['psnr'] for r in g):.2f} | {g[0]['mean_face_psnr']:.2f} | "
+              f"{sum(r['learned'] for r in g)}/{len(g)} |")
+    print("\nEvery run:\n")
     print("| backend | likelihood | d | seed | val loss ep 1 | val loss ep 3 | max train rate | test PSNR | mean face | learned |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in sorted(rows, key=lambda r: (r["backend"], r["likelihood"], r["d"], r["seed"])):

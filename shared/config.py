@@ -31,6 +31,7 @@ SIGMA_MODES = ("fixed", "learned")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "seed")  # seed: lr / (1 + epoch), the original recipe
 DEVICES = ("auto", "cpu", "cuda")
+_MIN_AUTO_BATCH = 8  # the smallest batch min_steps_per_epoch shrinks to
 LABEL_DIM = 7  # conditional models: gender (1) + ethnicity one-hot (5) + scaled age (1)
 MAX_CHANNELS = 4096  # per conv layer; far beyond any face model, small enough to catch typos
 MAX_HIDDEN = 65536   # per dense layer: 10 million would allocate gigabytes of weights before failing
@@ -229,6 +230,8 @@ class TrainConfig(_JsonMixin):
     Attributes:
         epochs, batch_size, lr, weight_decay, optimizer, schedule: the optimisation recipe.
         early_stopping: stop after this many epochs without a better validation loss (0: off).
+        min_steps_per_epoch: on small data, shrink the batch (to no less than 8 faces) so that an epoch
+            has at least this many optimiser steps (0: off); see :meth:`batch_size_for`.
         grad_clip: clip the global gradient norm to this value (0: off).
         label_smoothing, augment: CNN recipe options (augment = random flips and small shifts).
         seed: seeds weights, batch order and sampling.
@@ -243,6 +246,7 @@ class TrainConfig(_JsonMixin):
     optimizer: str = "adam"
     schedule: str = "constant"
     early_stopping: int = 5
+    min_steps_per_epoch: int = 0
     grad_clip: float = 0.0
     label_smoothing: float = 0.0
     augment: bool = False
@@ -262,8 +266,20 @@ class TrainConfig(_JsonMixin):
         _in_range("label_smoothing", self.label_smoothing, 0.0, 0.99)
         _in_range("seed", self.seed, 0, 2**32 - 1, int)
         _choice("device", self.device, DEVICES)
+        _in_range("min_steps_per_epoch", self.min_steps_per_epoch, 0, 100_000, int)
         _bool("augment", self.augment)
         _bool("compile", self.compile)
+
+    def batch_size_for(self, n_train: int) -> int:
+        """The batch size used on ``n_train`` training faces.
+
+        ``batch_size``, at most ``n_train``; with ``min_steps_per_epoch`` the batch shrinks on small data
+        so an epoch still takes that many steps, but never below 8 faces (BatchNorm needs a few).
+        """
+        bs = max(1, min(self.batch_size, n_train))
+        if self.min_steps_per_epoch:
+            bs = min(bs, max(_MIN_AUTO_BATCH, n_train // self.min_steps_per_epoch))
+        return bs
 
     def lr_factor(self, epoch: int) -> float:
         """Multiplier of ``lr`` in ``epoch`` (0-based), shared by both backends (:mod:`shared.training`).
@@ -344,10 +360,11 @@ _TRAIN_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("cnn", "default"): dict(epochs=20, batch_size=64, lr=1e-3, weight_decay=0.05, optimizer="adamw",
                              schedule="cosine", early_stopping=0, label_smoothing=0.1, augment=True),
     ("vae", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
-    # batch 32: on 600 real faces batch 128 gave 4 steps an epoch, too few to beat the mean face in
-    # 3 epochs; on 2 CPU cores 32 trains as many faces a second as 128 (tests/real_data/test_stability.py)
-    ("vae", "default"): dict(epochs=30, batch_size=32, lr=2e-3, optimizer="adam", schedule="cosine",
-                             early_stopping=8),
+    # batch 32 and at least 32 steps an epoch: on 600 real faces batch 128 gave 4 steps an epoch, too
+    # few to beat the mean face in 3 epochs, and batch 32 left one run in 80 at the mean face
+    # (benchmarks/stability.py); on 2 CPU cores batch 32 trains as many faces a second as 128
+    ("vae", "default"): dict(epochs=30, batch_size=32, min_steps_per_epoch=32, lr=2e-3, optimizer="adam",
+                             schedule="cosine", early_stopping=8),
 }
 
 
@@ -356,5 +373,8 @@ def default_train_config(family: str, preset: str, **overrides: Any) -> TrainCon
     _choice("family", family, MODEL_FAMILIES)
     _choice("preset", preset, PRESETS)
     recipe = dict(_TRAIN_RECIPES[("cnn" if family == "cnn" else "vae", preset)])
-    recipe.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "batch_size" in given:  # a batch size the user chose is used as given
+        recipe["min_steps_per_epoch"] = 0
+    recipe.update(given)
     return TrainConfig.from_dict(recipe)

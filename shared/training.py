@@ -162,8 +162,7 @@ def _raise_if_bad(values: list[dict[str, float]], first_step: int, epoch: int, b
 def _train_epoch(engine: Engine, config: RunConfig, epoch: int, state: dict[str, Any], sums: _Sums) -> int:
     """One pass over the training faces; returns the number of faces seen."""
     cfg, mcfg = config.train, config.model
-    bs = min(cfg.batch_size, engine.n_train)
-    batches = batch_plan(engine.n_train, bs, cfg.seed, epoch)
+    batches = batch_plan(engine.n_train, cfg.batch_size_for(engine.n_train), cfg.seed, epoch)
     beta = mcfg.beta_at(epoch)
     bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                disable=None, dynamic_ncols=True)
@@ -197,7 +196,7 @@ def _train_epoch(engine: Engine, config: RunConfig, epoch: int, state: dict[str,
 
 def _validate(engine: Engine, config: RunConfig) -> dict[str, float]:
     """Validation terms under the target objective (β, no warm-up, no free bits)."""
-    bs = max(min(config.train.batch_size, engine.n_val), VAL_BATCH)
+    bs = max(config.train.batch_size, VAL_BATCH)
     eps_all = val_noise(config.train.seed, engine.n_val, engine.noise_dim) if engine.noise_dim else None
     chunks = [np.arange(s, min(s + bs, engine.n_val)) for s in range(0, engine.n_val, bs)]
     results = [engine.val_step(idx, float(config.model.beta), None if eps_all is None else eps_all[idx])
@@ -233,6 +232,10 @@ def fit(engine: Engine, config: RunConfig, run_dir: Path, *, resume: bool = Fals
         raise ConfigError(f"training needs faces in both splits; got train={engine.n_train}, val={engine.n_val} "
                           f"(use more faces or a larger val_fraction)")
     checkpoints_dir(run_dir)
+    bs = cfg.batch_size_for(engine.n_train)
+    if bs != cfg.batch_size:
+        log.info("batch size %d (asked %d; min_steps_per_epoch %d on %d training faces)", bs, cfg.batch_size,
+                 cfg.min_steps_per_epoch, engine.n_train)
     if resume:
         state = _resume_state(engine, config, run_dir)
     else:

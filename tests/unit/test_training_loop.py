@@ -108,6 +108,20 @@ class TestBatchesAndNoise:
         assert "val_w" in records[0] and records[-1]["train_loss"] < records[0]["train_loss"]
 
 
+    def test_small_data_shrinks_the_batch_to_keep_enough_steps(self, tmp_path):
+        cfg = TrainConfig(batch_size=32, min_steps_per_epoch=32)
+        assert cfg.batch_size_for(480) == 15 and cfg.batch_size_for(7054) == 32
+        assert cfg.batch_size_for(100) == 8 and TrainConfig(batch_size=32).batch_size_for(480) == 32
+        engine = NumpyEngine(n_train=200)
+        training.fit(engine, _config(epochs=1, batch_size=32, min_steps_per_epoch=16), tmp_path)
+        assert len([c for c in engine.calls if c[0] == "step"]) == 17  # 16 batches of 12 and a tail of 8
+
+    def test_a_batch_size_the_user_gives_is_used_as_given(self):
+        from shared.config import default_train_config
+        assert default_train_config("vae", "default").min_steps_per_epoch == 32
+        assert default_train_config("vae", "default", batch_size=64).min_steps_per_epoch == 0
+
+
 class TestWriteOrderAndResume:
     def test_metrics_line_comes_after_the_checkpoint_that_covers_it(self, tmp_path):
         engine = NumpyEngine()
