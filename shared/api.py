@@ -199,9 +199,18 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
         raise ConfigError(f"`iwae_k` must be an integer in [1, 10000]. Received: iwae_k={iwae_k!r}")
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    run_faces = load_run_data(config)
-    split = Split.load(run_dir / SPLIT, run_faces)
-    faces = run_faces.subset(split.test) if data is None else load_run_data(config, data)
+    if data is None:
+        run_faces = load_run_data(config)
+        split = Split.load(run_dir / SPLIT, run_faces)
+        faces = run_faces.subset(split.test)
+    else:
+        faces = load_run_data(config, data)
+        try:  # only for the mean-face baseline of the learning guard: the run's own data may be gone
+            run_faces = load_run_data(config)
+            split = Split.load(run_dir / SPLIT, run_faces)
+        except FaceVAEError as exc:
+            log.info("no mean-face baseline (the run's training faces cannot be read: %s)", exc)
+            run_faces = split = None
     backend = get_backend(config.backend)
     model = backend.load(run_dir)
     clf = _load_classifier(Path(classifier), config) if classifier else None
@@ -209,7 +218,7 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
     result = {"run_dir": str(run_dir), "data": data or f"{config.data.spec} (test split)",
               "n_faces": len(faces), **result}
     mean_face_psnr = None
-    if "psnr" in result and len(faces):
+    if "psnr" in result and len(faces) and split is not None:
         from shared.image_metrics import psnr
 
         mean_face = run_faces.subset(split.train).floats().mean(0)

@@ -43,3 +43,20 @@ def test_a_run_that_did_not_learn_says_so_in_its_log_and_eval_json(tmp_path, cap
     saved = json.loads((run / "eval.json").read_text())
     assert saved["psnr"] <= saved["mean_face_psnr"] + 0.1
     assert any("no better than the mean face" in w for w in saved["warnings"])
+
+
+def test_evaluate_on_other_data_works_when_the_runs_own_data_is_gone(tmp_path):
+    import json
+
+    from shared import api
+    from shared.data import convert
+
+    pytest.importorskip("torch")
+    csv = convert("synthetic:96", tmp_path / "faces.csv", image_size=32)
+    config = api.build_config(backend="torch", model="vae", data=str(csv), image_size=32, latent_dim=4,
+                              channels=(4, 8), hidden_dims=(16,), epochs=1, batch_size=32, device="cpu")
+    run = api.train(config, tmp_path / "run")
+    csv.unlink()
+    result = api.evaluate(run, data="synthetic:40", iwae_k=1)
+    assert result["n_faces"] == 40 and "mean_face_psnr" not in result
+    assert json.loads((run / "eval.json").read_text())["n_faces"] == 40
