@@ -47,7 +47,7 @@ def get_backend(name: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(BACKEND_MODULES[chosen])
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("torch", "torchmetrics", "tensorflow", "tf_keras",
+        if exc.name and exc.name.split(".")[0] in ("torch", "torchmetrics", "tensorflow", "tf_keras", "keras",
                                                    "tensorflow_probability"):
             raise FaceVAEError(f"backend {chosen!r} needs {exc.name!r}: pip install 'facevae[{_EXTRAS[chosen]}]'") from None
         raise

@@ -94,3 +94,20 @@ class TestFaces:
         assert age_band(labels.age).tolist() == [0, 1, 2, 3, 4]
         assert age_band(np.array([9, 10, 19, 20, 39, 40, 59, 60])).tolist() == [0, 1, 1, 2, 2, 3, 3, 4]
 
+
+
+@pytest.mark.parametrize("missing", ["keras", "tensorflow", "torch"])
+def test_a_missing_framework_is_one_line_naming_the_extra(monkeypatch, missing):
+    """Without a framework installed, ``--backend`` gives the pip extra to install, not a traceback."""
+    import importlib
+
+    from shared.errors import FaceVAEError
+    from shared.registry import get_backend
+
+    def fail(name):
+        raise ModuleNotFoundError(f"No module named '{missing}'", name=missing)
+
+    monkeypatch.setattr(importlib, "import_module", fail)
+    backend = "torch" if missing == "torch" else "tf"
+    with pytest.raises(FaceVAEError, match=rf"pip install 'facevae\[{backend}\]'"):
+        get_backend(backend)
