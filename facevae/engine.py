@@ -197,6 +197,8 @@ class TorchEngine:
     def restore(self, which: str) -> dict[str, Any]:
         path = checkpoint_path(self.run_dir, which)
         state = load_checkpoint(path, map_location=self.device)
+        if "loop" not in state or "optimizer" not in state:
+            raise RunError(training.NO_TRAINING_STATE.format(path=path))
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

@@ -148,6 +148,13 @@ class TFEngine:
         checkpoint.save(self.run_dir, which, self.ckpt)
 
     def restore(self, which: str) -> dict[str, Any]:
+        folder = checkpoint.checkpoint_dir(self.run_dir, which)
+        try:
+            names = [name for name, _ in tf.train.list_variables(str(folder / "ckpt"))]
+        except (tf.errors.OpError, ValueError):
+            names = None  # unreadable: checkpoint.restore says what is wrong
+        if names is not None and not any(n.startswith("loop/") for n in names):
+            raise RunError(training.NO_TRAINING_STATE.format(path=folder))
         checkpoint.restore(self.run_dir, which, self.ckpt)
         try:
             return dict(json.loads(self.loop_state.numpy().decode()))

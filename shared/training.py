@@ -37,7 +37,7 @@ from shared.errors import ConfigError, NonFiniteLossError, RunError
 from shared.runs import append_metrics, checkpoints_dir, read_metrics, truncate_metrics
 
 __all__ = ["Engine", "fit", "batch_plan", "n_batches", "learning_guard", "train_noise", "val_noise",
-           "VAL_BATCH"]
+           "VAL_BATCH", "NO_TRAINING_STATE"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ VAL_BATCH = 256          # validation batch floor (no gradients: larger batches 
 _REFRESH_S = 0.5         # progress-bar refresh period; the only host-device syncs inside an epoch
 _COLLAPSE_NATS = 0.1     # a total rate below this means the decoder ignores z
 _NO_BETTER_DB = 0.1      # a reconstruction PSNR within this of the mean face's learned nothing
+NO_TRAINING_STATE = ("{path}: holds weights but no training state (a converted run, or one written by an "
+                     "older facevae): it can be evaluated but not resumed")
 
 
 class Engine(Protocol):
