@@ -56,6 +56,11 @@ def load_run_data(config: RunConfig, data: str | None = None):
     return load(data or config.data.spec, image_size=config.data.image_size)
 
 
+def run_faces(run_dir: str | Path, config: RunConfig, data: str | None = None):
+    """Every face of a run's data (its split indexes into them), or of ``data`` when given."""
+    return load_run_data(config, data)
+
+
 def _ours_leftover(name: str) -> bool:
     """A temporary file of an interrupted write of one of the run's own files."""
     return name.startswith(tuple(f".{n}." for n in (CONFIG, SPLIT, METRICS, EVAL))) and name.endswith(".tmp")

@@ -237,6 +237,8 @@ class TrainConfig(_JsonMixin):
         seed: seeds weights, batch order and sampling.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         compile: ``torch.compile`` (torch) / ``jit_compile`` (tf).
+        tensorboard: also write TensorBoard event files (``tensorboard/`` in the run folder), same tags
+            on both backends.
     """
 
     epochs: int = 20
@@ -253,6 +255,7 @@ class TrainConfig(_JsonMixin):
     seed: int = 0
     device: str = "auto"
     compile: bool = False
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         _in_range("epochs", self.epochs, 1, 100_000, int)
@@ -269,6 +272,7 @@ class TrainConfig(_JsonMixin):
         _in_range("min_steps_per_epoch", self.min_steps_per_epoch, 0, 100_000, int)
         _bool("augment", self.augment)
         _bool("compile", self.compile)
+        _bool("tensorboard", self.tensorboard)
 
     def batch_size_for(self, n_train: int) -> int:
         """The batch size used on ``n_train`` training faces.
