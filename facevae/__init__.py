@@ -1,6 +1,64 @@
-"""facevae's PyTorch backend: its training engine, the convolutional VAE, the CNNs and their evaluation.
+"""facevae: convolutional VAEs on faces — the whole user API, on the PyTorch backend.
 
-The backend surface (``train``, ``load``, ``evaluate``) lives in :mod:`facevae.backend`; submodules are
-imported explicitly so that ``import facevae`` stays cheap.
+One import gives every function, bound to PyTorch (``import facevae_tf`` gives the same names on
+TensorFlow, plus the conditional-model functions)::
+
+    import facevae
+    faces = facevae.load_data("synthetic:4000")
+    run = facevae.train("runs/vae16", data=faces, latent_dim=16, epochs=5)
+    run.figure                                   # training curves (in a notebook)
+    facevae.evaluate(run)                        # test-split metrics -> eval.json
+    facevae.interpolate(run, grid=7)             # a Result: figure, images, table
+    facevae.train("runs/vae16", resume=True, epochs=10)   # extend the run by five epochs
+
+Each function is documented (``help(facevae.train)``) and mirrors a ``facevae`` CLI command; the
+implementation is shared by both backends (:mod:`shared.package_api`, :mod:`shared.api`).
+Importing this package imports neither PyTorch nor TensorFlow: the framework loads on first use.
+The backend internals are submodules (``facevae.backend``: ``train``/``load``/``evaluate``).
 """
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import Any
+
+from shared.package_api import bind as _bind
+
+__all__ = ["load_data", "train", "load", "open_run", "evaluate", "sweep", "interpolate", "denoise", "inpaint",
+           "convert", "Faces", "Run", "Result", "__version__"]
+
+_api = _bind("torch", __name__)
+load_data = _api["load_data"]
+train = _api["train"]
+load = _api["load"]
+open_run = _api["open_run"]
+evaluate = _api["evaluate"]
+sweep = _api["sweep"]
+interpolate = _api["interpolate"]
+denoise = _api["denoise"]
+inpaint = _api["inpaint"]
+convert = _api["convert"]
+del _api
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("facevae")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "0.0.0+unknown"
+
+
+__version__ = _version()
+
+
+def __getattr__(name: str) -> Any:
+    # the classes pull in pandas / matplotlib: imported on first use, so `import facevae` stays cheap
+    if name == "Faces":
+        from shared.faces import Faces
+        return Faces
+    if name == "Run":
+        from shared.runs import Run
+        return Run
+    if name == "Result":
+        from shared.results import Result
+        return Result
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -178,12 +178,15 @@ def _figures(task: str, metrics: dict, fig_dir: Path) -> list[str]:
              if b in metrics["by_group"]["age_band"]}
     bands = {b: v for b, v in bands.items() if np.isfinite(v)}
     if bands:
-        written.append(metric_by_group_figure(bands, fig_dir / f"{task}_by_age_band.png", ylabel,
-                                              title=f"{task}: {key} by age band (test)"))
+        path = fig_dir / f"{task}_by_age_band.png"
+        metric_by_group_figure(bands, path, ylabel, title=f"{task}: {key} by age band (test)",
+                               counts={b: int(metrics["by_group"]["age_band"][b]["n"]) for b in bands})
+        written.append(path)
     if task != "age":
-        written.append(confusion_matrix_figure(np.asarray(metrics["confusion_matrix"]), CLASS_NAMES[task],
-                                               fig_dir / f"{task}_confusion.png",
-                                               title=f"{task} (rows: true class, normalised per row)"))
+        path = fig_dir / f"{task}_confusion.png"
+        confusion_matrix_figure(np.asarray(metrics["confusion_matrix"]), CLASS_NAMES[task], path,
+                                title=f"{task} (rows: true class, normalised per row)")
+        written.append(path)
     return [str(p) for p in written]
 
 

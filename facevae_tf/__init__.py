@@ -1,21 +1,76 @@
-"""facevae_tf: the TensorFlow / Keras 3 backend of facevae (``vae``, ``cvae``, ``iaf``).
+"""facevae_tf: convolutional VAEs on faces — the whole user API, on the TensorFlow / Keras 3 backend.
 
-The package mirrors the PyTorch backend ``facevae``: the same layer plans
-(:mod:`shared.architecture`), the same loss terms and the same numpy protocol
-(:class:`shared.protocol.GenerativeModel`). Its public surface is :mod:`facevae_tf.backend`
-(``train``, ``load``, ``evaluate``, ``inpaint_optimize``).
+The same functions as ``import facevae`` (PyTorch), bound to TensorFlow, plus the conditional
+models' ``generate``, ``attribute_grid`` and ``edit_attributes`` (``cvae`` and ``iaf`` exist only
+here)::
+
+    import facevae_tf
+    run = facevae_tf.train("runs/cvae", model="cvae", data="synthetic:4000", latent_dim=16, epochs=5)
+    facevae_tf.generate(run, gender="female", ethnicity=2, age=30, n=8)
+    facevae_tf.evaluate(run)
+
+Each function is documented (``help(facevae_tf.train)``) and mirrors a ``facevae`` CLI command.
+Both packages build the same architecture from the same config (:mod:`shared.architecture`), so
+``facevae_tf.convert`` moves a torch ``vae`` run here. The backend internals are submodules
+(``facevae_tf.backend``: ``train``/``load``/``evaluate``/``inpaint_optimize``).
 
 Environment: importing this package runs
 ``os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")`` before TensorFlow is imported, which hides
 TensorFlow's C++ info and warning lines (errors still show). ``setdefault`` means a value the user
 has already set wins. (TensorFlow 2.21 still prints a few start-up lines before its logging is
-configured; the variable cannot hide those.) Nothing else global is changed at import time;
-training seeds the global RNGs (see :mod:`facevae_tf.engine`).
+configured; the variable cannot hide those.) Nothing else global is changed at import time, and
+TensorFlow itself is imported on first use; training seeds the global RNGs (see
+:mod:`facevae_tf.engine`).
 """
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__all__: list[str] = []
+from shared.package_api import bind as _bind  # noqa: E402  (after the environment default above)
+
+__all__ = ["load_data", "train", "load", "open_run", "evaluate", "sweep", "interpolate", "denoise", "inpaint",
+           "convert", "generate", "attribute_grid", "edit_attributes", "Faces", "Run", "Result", "__version__"]
+
+_api = _bind("tf", __name__)
+load_data = _api["load_data"]
+train = _api["train"]
+load = _api["load"]
+open_run = _api["open_run"]
+evaluate = _api["evaluate"]
+sweep = _api["sweep"]
+interpolate = _api["interpolate"]
+denoise = _api["denoise"]
+inpaint = _api["inpaint"]
+convert = _api["convert"]
+generate = _api["generate"]
+attribute_grid = _api["attribute_grid"]
+edit_attributes = _api["edit_attributes"]
+del _api
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("facevae")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "0.0.0+unknown"
+
+
+__version__ = _version()
+
+
+def __getattr__(name: str) -> Any:
+    # the classes pull in pandas / matplotlib: imported on first use, so `import facevae_tf` stays cheap
+    if name == "Faces":
+        from shared.faces import Faces
+        return Faces
+    if name == "Run":
+        from shared.runs import Run
+        return Run
+    if name == "Result":
+        from shared.results import Result
+        return Result
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

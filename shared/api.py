@@ -1,27 +1,37 @@
-"""Public Python functions behind ``facevae train`` and ``facevae evaluate``.
+"""Public Python functions behind ``facevae train``, ``facevae evaluate`` and ``facevae convert``.
 
-Each CLI command is a thin layer over a function of the same name; in a notebook::
+Each CLI command is a thin layer over a function of the same name. Users in a notebook usually
+call the per-backend packages (``import facevae`` / ``import facevae_tf``, :mod:`shared.package_api`),
+which bind these functions to their backend; they can also be called directly::
 
     from shared.api import build_config, train, evaluate
     cfg = build_config(backend="torch", model="vae", data="synthetic:4000", latent_dim=16, epochs=5)
-    run = train(cfg, "runs/vae16")
-    metrics = evaluate(run)
+    run = train(cfg, "runs/vae16")            # a shared.runs.Run (path-like)
+    metrics = evaluate(run)                   # eval.json
+    train(None, run, resume=True, updates={"epochs": 10})   # five more epochs
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from shared.config import DataConfig, ModelConfig, RunConfig, default_train_config
+from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig, default_train_config
+from shared.data import RUN_SPEC_PREFIX
 from shared.errors import ConfigError, FaceVAEError, RunError
+from shared.faces import Faces, write_faces
 from shared.registry import get_backend, resolve_backend_name
-from shared.runs import (CHECKPOINTS, CONFIG, EVAL, LOCK, METRICS, SPLIT, atomic_write_json, has_any_checkpoint,
-                          load_run_config, lock_run, remove_leftovers)
+from shared.run_inputs import faces_from, is_path_spec, load_run_data, run_faces, updated_config, with_provenance
+from shared.runs import (CHECKPOINTS, CONFIG, EVAL, FACES, LOCK, METRICS, SPLIT, Run, atomic_write_json,
+                         has_any_checkpoint, load_run_config, lock_run, read_metrics, remove_leftovers)
 
-__all__ = ["build_config", "train", "evaluate", "load_model", "load_run_data", "convert"]
+__all__ = ["build_config", "option_names", "train", "evaluate", "load_model", "load_run_data", "run_faces",
+           "updated_config", "convert", "eval_file_name", "Run"]
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +40,31 @@ _MODEL_FIELDS = {"preset", "latent_dim", "beta", "likelihood", "sigma_mode", "si
 _DATA_FIELDS = {"val_fraction", "test_fraction", "split_seed"}
 
 
-def build_config(*, backend: str | None = None, model: str = "vae", data: str = "synthetic:4000",
+def option_names() -> list[str]:
+    """Every flat option :func:`build_config` takes besides ``backend``, ``model`` and ``data``."""
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return sorted(_MODEL_FIELDS | _DATA_FIELDS | train_fields | {"image_size"})
+
+
+def build_config(*, backend: str | None = None, model: str = "vae", data: str | os.PathLike = "synthetic:4000",
                  image_size: int = 48, **overrides: Any) -> RunConfig:
     """A validated :class:`RunConfig` from flat keyword arguments.
 
     Model fields (``latent_dim``, ``beta``, ``preset``, ``task``, …), data fields (``val_fraction``,
     ``test_fraction``, ``split_seed``) and training fields (``epochs``, ``lr``, ``seed``, …) may be
-    mixed; ``None`` values are ignored so CLI flags left unset keep the preset's recipe.
+    mixed (:func:`option_names`); ``None`` values are ignored so CLI flags left unset keep the
+    preset's recipe. ``data`` is a SPEC (a config is JSON); faces held in memory are passed to
+    :func:`train` instead (``train(config, out, data=faces)``).
 
     Raises:
         ConfigError: a value is out of range or a field is unknown.
     """
+    if isinstance(data, os.PathLike):
+        data = os.fspath(data)
+    if not isinstance(data, str):
+        raise ConfigError(f"`data` of build_config must be a SPEC string (a config is saved as JSON); pass faces "
+                          f"held in memory to train(config, out, data=faces) or facevae.train(out, data=faces). "
+                          f"Received: data of type {type(data).__name__}")
     given = {k: v for k, v in overrides.items() if v is not None}
     model_kw = {k: given.pop(k) for k in list(given) if k in _MODEL_FIELDS}
     data_kw = {k: given.pop(k) for k in list(given) if k in _DATA_FIELDS}
@@ -50,20 +74,9 @@ def build_config(*, backend: str | None = None, model: str = "vae", data: str = 
     return RunConfig(backend=resolve_backend_name(backend), model=model_cfg, train=train_cfg, data=data_cfg)
 
 
-def load_run_data(config: RunConfig, data: str | None = None):
-    """The faces of a run's data spec (or of ``data`` when given) at the run's image size."""
-    from shared.data import load
-    return load(data or config.data.spec, image_size=config.data.image_size)
-
-
-def run_faces(run_dir: str | Path, config: RunConfig, data: str | None = None):
-    """Every face of a run's data (its split indexes into them), or of ``data`` when given."""
-    return load_run_data(config, data)
-
-
 def _ours_leftover(name: str) -> bool:
     """A temporary file of an interrupted write of one of the run's own files."""
-    return name.startswith(tuple(f".{n}." for n in (CONFIG, SPLIT, METRICS, EVAL))) and name.endswith(".tmp")
+    return name.startswith(tuple(f".{n}." for n in (CONFIG, SPLIT, METRICS, EVAL, FACES))) and name.endswith(".tmp")
 
 
 def _inspect(out: Path) -> tuple[str, str]:
@@ -98,29 +111,49 @@ def _clear_failed_run(out: Path) -> None:
     import shutil
 
     log.info("%s: the previous attempt stopped before its first checkpoint; starting the run again", out)
-    for name in (METRICS, EVAL, SPLIT):
+    for name in (METRICS, EVAL, SPLIT, FACES):
         (out / name).unlink(missing_ok=True)
     if (out / CHECKPOINTS).is_dir():
         shutil.rmtree(out / CHECKPOINTS)
 
 
 def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
-          initial_weights: Mapping[str, Any] | None = None) -> Path:
-    """Train ``config`` into the run folder ``out`` and return its path.
+          updates: Mapping[str, Any] | None = None, verbose: bool | None = None, data: Any = None,
+          initial_weights: Mapping[str, Any] | None = None) -> Run:
+    """Train ``config`` into the run folder ``out``; returns the :class:`~shared.runs.Run`.
 
     ``out`` is locked for the whole training (:func:`shared.runs.lock_run`): a second writer is
     refused with the holder's pid, host and start time. A new run needs ``out`` to be missing, an
     empty folder, or a run that stopped before its first checkpoint (its partial files are deleted
     and it starts again from scratch). Any other folder is refused and left exactly as it was.
+    ``config.json`` records the data's absolute path and content fingerprint (see
+    :class:`~shared.config.DataConfig`).
+
     ``resume=True`` continues the run in ``out`` from its last checkpoint, with the config and split
-    saved there (``config`` may then be ``None``: the saved one is always used).
-    ``initial_weights`` (plan-keyed numpy arrays in torch layout, ``vae`` only) replace the seeded
-    initialisation of a new run, so both backends can start from the very same weights.
+    saved there (``config`` may then be ``None``: the saved one is always used). ``updates`` changes
+    training fields first (``{"epochs": 40}`` extends a finished run by the missing epochs; ``lr``,
+    ``early_stopping``, ``schedule``, ``batch_size``, ...): they are written into ``config.json``
+    and logged. ``seed``, ``optimizer`` and every model or data field cannot change.
+
+    Args:
+        config: the run config (``None`` with ``resume``).
+        out: the run folder.
+        resume: continue the run in ``out``.
+        updates: training fields to change on resume (values ``None`` are ignored).
+        verbose: print epoch lines and a progress bar (``True``/``None``) or nothing (``False``).
+        data: a new run: faces to train on instead of ``config.data.spec`` (a SPEC/path, a
+            :class:`~shared.faces.Faces` or ``(images, labels)``); faces held in memory are stored
+            in the run folder as ``faces.npz`` and the spec becomes ``run:faces.npz``. On resume:
+            where the run's faces are now, when they moved (checked by fingerprint; a new path is
+            recorded in ``config.json``).
+        initial_weights: plan-keyed numpy arrays in torch layout (``vae`` only) that replace the
+            seeded initialisation of a new run, so both backends can start from the very same weights.
 
     Raises:
         RunError: ``out`` is locked; holds a run with a checkpoint, or something that is not a run
-            (without ``resume``); holds no run or a run without a checkpoint (with ``resume``).
-        DataError, ConfigError: invalid data or config.
+            (without ``resume``); holds no run or a run without a checkpoint (with ``resume``); the
+            run's data moved (with ``resume``).
+        DataError, ConfigError: invalid data, config or updates.
     """
     from shared.data.splits import Split, make_split
 
@@ -136,12 +169,31 @@ def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
                 raise RunError(f"{out}: has a 'best' checkpoint but no 'last' one (a converted run, or one cut while "
                                f"saving its first epoch): it can be evaluated but not resumed; to train it again "
                                f"from scratch, delete its {CHECKPOINTS}/ folder")
-            faces = load_run_data(config)
+            new_config = updated_config(out, config, updates or {}, data=data)
+            faces = run_faces(out, config, data)
             split = Split.load(out / SPLIT, faces)
-            _train_locked(config, faces, split, out, resume=True)
-        return out
+            if not config.data.fingerprint:  # a run from before provenance was recorded: record it now
+                new_config = with_provenance(new_config, faces)
+            if new_config.to_dict() != config.to_dict():
+                new_config.save(out / CONFIG)
+            _train_locked(new_config, faces, split, out, resume=True, verbose=verbose)
+        return Run(out)
+    if config is None:
+        raise ConfigError("`config` is needed for a new run (it may be None only with resume=True)")
+    if updates:
+        raise ConfigError(f"`updates` apply to resume only; put the values in the config of a new run. "
+                          f"Received: updates={dict(updates)!r}")
     _refuse_for_new_run(out, *_inspect(out))  # before the lock: a folder that is not ours gets no .lock file
-    faces = load_run_data(config)
+    in_memory = data is not None and not isinstance(data, (str, os.PathLike))
+    if data is None:
+        faces = load_run_data(config)
+    elif in_memory:
+        faces = faces_from(data, config.data.image_size)
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, spec=RUN_SPEC_PREFIX + FACES))
+    else:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, spec=os.fspath(data)))
+        faces = load_run_data(config)
+    config = with_provenance(config, faces)
     split = make_split(faces, val_fraction=config.data.val_fraction,
                        test_fraction=config.data.test_fraction, seed=config.data.split_seed)
     with lock_run(out, clean=False):
@@ -150,18 +202,23 @@ def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
         remove_leftovers(out)
         if state == "fresh":
             _clear_failed_run(out)
-        config.save(out / CONFIG)  # first: a folder with a config and no checkpoint can be started again
+        if in_memory:
+            write_faces(out / FACES, faces)  # before the config that points at it
+        config.save(out / CONFIG)  # a folder with a config and no checkpoint can be started again
         split.save(out / SPLIT)
-        _train_locked(config, faces, split, out, resume=False, initial_weights=initial_weights)
-    return out
+        _train_locked(config, faces, split, out, resume=False, verbose=verbose, initial_weights=initial_weights)
+    return Run(out)
 
 
-def _train_locked(config: RunConfig, faces, split, out: Path, *, resume: bool,
-                  initial_weights: Mapping[str, Any] | None = None) -> None:
+def _train_locked(config: RunConfig, faces: Faces, split: Any, out: Path, *, resume: bool,
+                  verbose: bool | None = None, initial_weights: Mapping[str, Any] | None = None) -> None:
+    from shared.training import console
+
     log.info("training %s/%s on %d faces (%s) into %s", config.backend, config.model.family,
              len(faces), split.summary(), out)
     extra = {} if initial_weights is None else {"initial_weights": initial_weights}
-    get_backend(config.backend).train(config, faces, split, out, resume=resume, **extra)
+    with console(verbose):
+        get_backend(config.backend).train(config, faces, split, out, resume=resume, **extra)
 
 
 def load_model(run_dir: str | Path):
@@ -180,24 +237,49 @@ def _load_classifier(run_dir: Path, config: RunConfig):
     return get_backend(clf_config.backend).load(run_dir)
 
 
-def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
+def eval_file_name(data: Any) -> str:
+    """``eval_<stem>.json``: where :func:`evaluate` writes its metrics on the faces of ``data``.
+
+    The stem is the file or folder name without its data suffix (``faces.csv.gz`` -> ``faces``),
+    ``synthetic_N`` for a synthetic spec and ``memory`` for faces held in memory; characters other
+    than letters, digits, ``_``, ``-`` and ``.`` become ``_``.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        name = Path(os.fspath(data)).expanduser().name or os.fspath(data)
+        stem = re.sub(r"\.(csv\.gz|csv|parquet)$", "", name, flags=re.IGNORECASE)
+    else:
+        stem = "memory"
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "data"
+    return f"eval_{stem}.json"
+
+
+def evaluate(run_dir: str | Path, *, data: Any = None, run_data: Any = None, iwae_k: int = 64,
              classifier: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
-    """Evaluate a run on its saved test split (or on every face of ``data``); writes ``eval.json``.
+    """Evaluate a run on its saved test split (``eval.json``), or on every face of ``data``.
 
     Args:
         run_dir: a run folder written by :func:`train`.
-        data: optional data spec; when given, every face of it is evaluated instead of the test split.
+        data: other faces to evaluate, all of them (a SPEC/path, a :class:`~shared.faces.Faces` or
+            ``(images, labels)``); the metrics go to their own file, :func:`eval_file_name`
+            (``eval_<stem>.json``), never over the run's ``eval.json``, and no figure is drawn
+            (a CNN run's figures stay those of its test split).
+        run_data: where the run's own faces are now, when they moved (checked by fingerprint, see
+            :func:`run_faces`): the test split is then read from there. With ``data`` it serves
+            only the mean-face baseline.
         iwae_k: importance samples of the IWAE bound (generative models).
         classifier: a CNN run folder (torch) used for Fréchet distance / label fidelity.
         seed: seeds every sampled quantity.
 
     Returns:
-        The metrics written to ``eval.json``, with ``warnings``: the learning guard's findings
-        (:func:`shared.training.learning_guard`; for generative models the reconstruction PSNR is
-        compared with that of the mean face of the run's training split).
+        The metrics written, with ``warnings`` (the learning guard's findings,
+        :func:`shared.training.learning_guard`; for generative models the reconstruction PSNR is
+        compared with that of the mean face of the run's training split) and ``written_to`` (the file).
+
+    Raises:
+        RunError: not a run, or (without ``data``) the run's faces moved or differ (pass ``run_data``).
+        ConfigError: ``iwae_k`` out of range.
     """
     from shared.data.splits import Split
-    from shared.runs import read_metrics
     from shared.training import learning_guard
 
     if isinstance(iwae_k, bool) or not isinstance(iwae_k, int) or not 1 <= iwae_k <= 10_000:
@@ -205,36 +287,43 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, iwae_k: int = 64,
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     if data is None:
-        run_faces = load_run_data(config)
-        split = Split.load(run_dir / SPLIT, run_faces)
-        faces = run_faces.subset(split.test)
+        all_faces = run_faces(run_dir, config, run_data, flag="--run-data")
+        split = Split.load(run_dir / SPLIT, all_faces)
+        faces, target = all_faces.subset(split.test), run_dir / EVAL
+        described = f"{config.data.spec} (test split)"
     else:
-        faces = load_run_data(config, data)
+        faces, target = faces_from(data, config.data.image_size), run_dir / eval_file_name(data)
+        described = "faces given in memory"
+        if isinstance(data, (str, os.PathLike)):
+            spec = os.fspath(data)
+            described = str(Path(spec).expanduser().absolute()) if is_path_spec(spec) else spec
         try:  # only for the mean-face baseline of the learning guard: the run's own data may be gone
-            run_faces = load_run_data(config)
-            split = Split.load(run_dir / SPLIT, run_faces)
+            all_faces = run_faces(run_dir, config, run_data, flag="--run-data")
+            split = Split.load(run_dir / SPLIT, all_faces)
         except FaceVAEError as exc:
             log.info("no mean-face baseline (the run's training faces cannot be read: %s)", exc)
-            run_faces = split = None
+            all_faces = split = None
     backend = get_backend(config.backend)
     model = backend.load(run_dir)
     clf = _load_classifier(Path(classifier), config) if classifier else None
-    result = backend.evaluate(model, faces, iwae_k=iwae_k, classifier=clf, seed=seed, out_dir=run_dir)
-    result = {"run_dir": str(run_dir), "data": data or f"{config.data.spec} (test split)",
-              "n_faces": len(faces), **result}
+    # figures (CNN runs) are drawn for the test split only: other data must not replace them
+    out_dir = run_dir if data is None else None
+    result = backend.evaluate(model, faces, iwae_k=iwae_k, classifier=clf, seed=seed, out_dir=out_dir)
+    result = {"run_dir": str(run_dir), "data": described, "n_faces": len(faces), **result}
     mean_face_psnr = None
     if "psnr" in result and len(faces) and split is not None:
         from shared.image_metrics import psnr
 
-        mean_face = run_faces.subset(split.train).floats().mean(0)
+        mean_face = all_faces.subset(split.train).floats().mean(0)
         mean_face_psnr = float(np.mean(psnr(faces.floats(), np.broadcast_to(mean_face, faces.images.shape))))
         result["mean_face_psnr"] = mean_face_psnr
     result["warnings"] = learning_guard(read_metrics(run_dir), rate=result.get("rate"), psnr=result.get("psnr"),
                                         mean_face_psnr=mean_face_psnr)
     for warning in result["warnings"]:
         log.warning("%s: %s", run_dir, warning)
-    atomic_write_json(run_dir / EVAL, result)
-    return result
+    atomic_write_json(target, result)
+    log.info("%s: metrics written to %s", run_dir, target)
+    return {**result, "written_to": str(target)}
 
 
 def convert(run_dir: str | Path, *, to: str, out: str | Path) -> Path:
@@ -289,7 +378,7 @@ def convert(run_dir: str | Path, *, to: str, out: str | Path) -> Path:
     try:
         tmp.mkdir()
         new_config.save(tmp / CONFIG)
-        for name in (SPLIT, METRICS):
+        for name in (SPLIT, METRICS, FACES):  # faces.npz: a run trained on faces in memory
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, tmp / name)
         dst_io.save_run_weights(new_config, weights, tmp)

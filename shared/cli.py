@@ -1,69 +1,32 @@
 """The ``facevae`` command line: a thin layer over public Python functions.
 
-Every user error (:class:`shared.errors.FaceVAEError`) becomes one line on stderr and exit code 2.
-Frameworks are imported only by the commands that need them.
+``facevae``, ``python -m facevae`` and ``python -m facevae_tf`` (the tf backend by default) all run
+:func:`main`. Every user error (:class:`shared.errors.FaceVAEError`, a bad flag, a missing framework)
+becomes one ``facevae: error: ...`` line on stderr and exit code 2. Frameworks are imported only by
+the commands that need them, so ``--help`` and ``--version`` stay fast.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import re
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+from shared.cli_options import (SEED, HelpFormatter, Parser, add_config_flags, bounded_int, config_from_args,
+                                floats, ints, resume_arguments)
+from shared.cli_text import evaluate_summary, examples, result_lines, version_text
 from shared.errors import ConfigError, FaceVAEError
 
 __all__ = ["main", "build_parser"]
 
 _MAX_IWAE_K = 10_000  # importance samples per face; a typo such as 1000000 would only exhaust memory
-# str.isdigit() is True for '²', which int() refuses, and int() takes other scripts' digits: ASCII only
-_INT = re.compile(r"[+-]?[0-9]+")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one ``facevae: error: ...`` line instead of the usage block (exit 2 as usual)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        sub = self.prog.partition(" ")[2]
-        self.exit(2, f"facevae: error: {f'{sub}: ' if sub else ''}{message} (see '{self.prog} --help')\n")
-
-
-def _items(text: str, kind: str) -> list[str]:
-    items = [t.strip() for t in text.split(",")]
-    if not text.strip() or any(not t for t in items):
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind} with no empty item, got {text!r}")
-    return items
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    items = _items(text, "numbers")
-    try:
-        return tuple(float(t) for t in items)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    items = _items(text, "integers")
-    if not all(_INT.fullmatch(t) for t in items):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return tuple(int(t) for t in items)
-
-
-def _bounded_int(lo: int, hi: int) -> Callable[[str], int]:
-    """An argparse type: a plain integer in ``[lo, hi]``."""
-    def parse(text: str) -> int:
-        t = text.strip()
-        if not _INT.fullmatch(t) or not lo <= int(t) <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}-{hi}, got {text!r}")
-        return int(t)
-    parse.__name__ = "integer"  # argparse names the type in some messages
-    return parse
-
-
-_SEED = _bounded_int(0, 2**32 - 1)  # what numpy's generators accept
+_DESCRIPTION = """\
+Convolutional VAEs on faces, in PyTorch (--backend torch) and TensorFlow (--backend tf).
+Every command is a thin layer over a Python function of the same name; `facevae COMMAND --help`
+lists its flags with their defaults and a few examples. Flags left unset keep the value of
+--config FILE when one is given, else the recipe of --model/--preset."""
 
 
 def _out_folder(path: str, flag: str = "--out") -> None:
@@ -76,37 +39,21 @@ def _out_folder(path: str, flag: str = "--out") -> None:
             return
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("torch", "tf"), default=None,
-                   help="framework (default: $FACEVAE_BACKEND, else torch)")
-    p.add_argument("--model", choices=("cnn", "vae", "cvae", "iaf"), default="vae")
-    p.add_argument("--task", choices=("gender", "ethnicity", "age", "all"), default=None, help="CNN target")
-    p.add_argument("--data", default="synthetic:4000", help="data SPEC (default: synthetic:4000)")
-    p.add_argument("--preset", choices=("default", "seed"), default=None)
-    p.add_argument("--image-size", type=int, default=48)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None, help="training seed")
-    p.add_argument("--split-seed", type=int, default=None)
-    p.add_argument("--beta", type=float, default=None)
-    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None)
-    p.add_argument("--sigma-mode", choices=("fixed", "learned"), default=None)
-    p.add_argument("--kl-warmup-epochs", type=int, default=None)
-    p.add_argument("--free-bits", type=float, default=None)
-    p.add_argument("--flow-steps", type=int, default=None, help="IAF steps (iaf)")
-    p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs (0: off)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile / XLA jit_compile")
+def _print(result: Any, *, table: bool = True) -> None:
+    for line in result_lines(result, table=table):
+        print(line)
 
 
-def _config_kwargs(a: argparse.Namespace) -> dict:
-    return dict(backend=a.backend, model=a.model, data=a.data, image_size=a.image_size, preset=a.preset,
-                task=a.task, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                split_seed=a.split_seed, beta=a.beta, likelihood=a.likelihood, sigma_mode=a.sigma_mode,
-                kl_warmup_epochs=a.kl_warmup_epochs, free_bits=a.free_bits, flow_steps=a.flow_steps,
-                early_stopping=a.early_stopping, device=a.device, compile=a.compile)
+def _given(**options: Any) -> dict[str, Any]:
+    """Only the options the user gave: functions keep their own defaults for the rest."""
+    return {k: v for k, v in options.items() if v is not None}
 
+
+def _figure_options(a: argparse.Namespace) -> dict[str, Any]:
+    return _given(fmt=a.format, dpi=a.dpi, data=getattr(a, "data", None))
+
+
+# --------------------------------------------------------------------------- commands
 
 def _cmd_inspect(a: argparse.Namespace) -> None:
     from shared.data import inspect
@@ -115,175 +62,276 @@ def _cmd_inspect(a: argparse.Namespace) -> None:
 
 def _cmd_convert_data(a: argparse.Namespace) -> None:
     from shared.data import convert
-    print(f"wrote {convert(a.src, a.dest, image_size=a.image_size)}")
+    print(f"wrote: {convert(a.src, a.dest, image_size=a.image_size)}")
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from shared.api import build_config, train
+    from shared.api import train
+    from shared.registry import require_backend
+
     _out_folder(a.out)
+    verbose = not a.quiet
     if a.resume:
-        run = train(None, a.out, resume=True)  # type: ignore[arg-type]
+        from shared.runs import load_run_config
+
+        saved = load_run_config(a.out)  # a folder that is not a run is refused here, as by train()
+        run = train(None, a.out, resume=True, verbose=verbose, **resume_arguments(a, saved))
     else:
-        run = train(build_config(latent_dim=a.latent_dim, **_config_kwargs(a)), a.out)
-    print(f"run written to {run}")
+        config = config_from_args(a, default_backend=a.default_backend)
+        require_backend(config.backend)  # before any data is read or folder created
+        run = train(config, a.out, verbose=verbose)
+    print(f"wrote: {run}")
 
 
 def _cmd_sweep(a: argparse.Namespace) -> None:
-    from shared.api import build_config
+    from shared.registry import require_backend
     from shared.sweep import sweep
+
     _out_folder(a.out)
-    base = build_config(latent_dim=a.latent_dims[0], **_config_kwargs(a))  # sweep() checks every grid value
-    print(f"sweep written to {sweep(base, a.out, latent_dims=a.latent_dims, betas=a.betas)}")
+    base = config_from_args(a, default_backend=a.default_backend, latent_dim=a.latent_dims[0])
+    require_backend(base.backend)
+    _print(sweep(base, a.out, latent_dims=a.latent_dims, betas=a.betas, **_given(fmt=a.format, dpi=a.dpi)))
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from shared.api import evaluate
-    result = evaluate(a.run_dir, data=a.data, iwae_k=a.iwae_k, classifier=a.classifier, seed=a.seed)
-    print(json.dumps(result, indent=2))
-    print(f"metrics written to {Path(a.run_dir) / 'eval.json'}")
+
+    result = evaluate(a.run_dir, iwae_k=a.iwae_k, classifier=a.classifier, seed=a.seed,
+                      **_given(data=a.data, run_data=a.run_data))
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(evaluate_summary(result, result.get("written_to") or Path(a.run_dir) / "eval.json"))
 
 
 def _cmd_interpolate(a: argparse.Namespace) -> None:
     from shared.studio import interpolate
-    print(f"figures written to {interpolate(a.run_dir, grid=a.grid, slerp=a.slerp, corners=a.corners, seed=a.seed)}")
+    _print(interpolate(a.run_dir, grid=a.grid, slerp=a.slerp, corners=a.corners, seed=a.seed, **_figure_options(a)),
+           table=False)
 
 
 def _cmd_denoise(a: argparse.Namespace) -> None:
     from shared.studio import denoise
-    print(f"results written to {denoise(a.run_dir, sigmas=a.sigmas, n=a.n, seed=a.seed)}")
+    _print(denoise(a.run_dir, sigmas=a.sigmas, n=a.n, seed=a.seed, **_figure_options(a)))
 
 
 def _cmd_inpaint(a: argparse.Namespace) -> None:
     from shared.studio import inpaint
-    out = inpaint(a.run_dir, mask=a.mask, method=a.method, n=a.n, seed=a.seed, iterations=a.iterations, steps=a.steps)
-    print(f"results written to {out}")
+    _print(inpaint(a.run_dir, mask=a.mask, method=a.method, n=a.n, seed=a.seed, iterations=a.iterations,
+                   steps=a.steps, **_figure_options(a)))
 
 
 def _cmd_generate(a: argparse.Namespace) -> None:
     from shared.conditional import attribute_grid, edit_attributes, generate
     wanted = [a.gender, a.ethnicity, a.age]
+    options = _figure_options(a)
     if any(v is not None for v in wanted) or not (a.grid or a.edit):
         if any(v is None for v in wanted):
             raise ConfigError("generate needs --gender, --ethnicity and --age (or only --grid / --edit N)")
-        print(f"faces written to {generate(a.run_dir, gender=a.gender, ethnicity=a.ethnicity, age=a.age, n=a.n, seed=a.seed)}")
+        _print(generate(a.run_dir, gender=a.gender, ethnicity=a.ethnicity, age=a.age, n=a.n, seed=a.seed, **options),
+               table=False)
     if a.grid:
-        print(f"attribute grids written to {attribute_grid(a.run_dir, seed=a.seed)}")
+        _print(attribute_grid(a.run_dir, seed=a.seed, **options), table=False)
     if a.edit:
-        print(f"attribute edits written to {edit_attributes(a.run_dir, n=a.edit, seed=a.seed)}")
+        _print(edit_attributes(a.run_dir, n=a.edit, seed=a.seed, **options), table=False)
 
 
 def _cmd_convert_run(a: argparse.Namespace) -> None:
     from shared.api import convert
+    from shared.config import BACKENDS
+    from shared.registry import require_backend
+    from shared.runs import load_run_config
+
     _out_folder(a.out_dir, "OUT_DIR")
-    print(f"converted run written to {convert(a.run_dir, to=a.to, out=a.out_dir)}")
+    source = load_run_config(a.run_dir).backend
+    to = a.to or next(b for b in BACKENDS if b != source)
+    require_backend(source)
+    require_backend(to)
+    print(f"wrote: {convert(a.run_dir, to=to, out=a.out_dir)}")
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
     from shared.demo import demo
     _out_folder(a.out)
-    print(f"demo outputs written to {demo(a.out, quick=a.quick)}")
+    _print(demo(a.out, quick=a.quick))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="facevae", description="Convolutional VAEs on faces (PyTorch and TensorFlow).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+# --------------------------------------------------------------------------- parser
 
-    data = sub.add_parser("data", help="inspect or convert face data").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("inspect", help="summary of a data set")
+class _Version(argparse.Action):
+    """``--version``: computed only when asked (it reads package metadata)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version of facevae and of each backend's frameworks, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        print(version_text())  # stdout, as argparse's own version action (exit() would write to stderr)
+        parser.exit(0)
+
+
+def _command(sub: Any, name: str, text: str, *, key: Optional[str] = None,
+             more: str = "") -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + "." + more,
+                          epilog=examples(key or name), formatter_class=HelpFormatter)
+
+
+def _figure_flags(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+    p.add_argument("--format", choices=("png", "pdf", "svg"), default=None, help="figure format (default: png)")
+    p.add_argument("--dpi", type=bounded_int(10, 1200), default=None, metavar="N",
+                   help="figure resolution, 10-1200 (default: 100)")
+    if data:
+        p.add_argument("--data", metavar="SPEC", default=None,
+                       help="where the run's faces are now, when they moved (default: the run's own data spec)")
+
+
+def _data_commands(sub: Any) -> None:
+    group = _command(sub, "data", "inspect or convert face data",
+                     more=" `facevae data COMMAND --help` shows a command's flags and their defaults.")
+    data = group.add_subparsers(dest="data_command", metavar="{inspect,convert}")
+    group.set_defaults(func=lambda a: group.print_help())
+    p = _command(data, "inspect", "summary of a data set", key="data inspect")
     p.add_argument("spec", help="synthetic[:N], a Kaggle-layout .csv/.csv.gz/.parquet, a UTKFace folder, or orl")
-    p.add_argument("--image-size", type=int, default=48)
+    p.add_argument("--image-size", type=int, default=48, help="side the faces are resized to")
     p.set_defaults(func=_cmd_inspect)
-    p = data.add_parser("convert", help="UTKFace folder / CSV / parquet -> Kaggle layout")
-    p.add_argument("src")
+    p = _command(data, "convert", "UTKFace folder / CSV / parquet -> Kaggle layout", key="data convert")
+    p.add_argument("src", help="a data SPEC, as for `data inspect`")
     p.add_argument("dest", help="output .csv, .csv.gz or .parquet")
-    p.add_argument("--image-size", type=int, default=48)
+    p.add_argument("--image-size", type=int, default=48, help="side the faces are resized to")
     p.set_defaults(func=_cmd_convert_data)
 
-    p = sub.add_parser("train", help="train one model into a run folder")
-    _add_model_args(p)
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--latent-dim", type=int, default=None)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+def _model_commands(sub: Any) -> None:
+    p = _command(sub, "train", "train one model into a run folder",
+                 more="\nFlags left unset keep the value of --config FILE when one is given, else the default shown.")
+    add_config_flags(p)
+    p.add_argument("--out", required=True, help="the run folder (new, empty, or the run to --resume)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint; training flags given with it "
+                        "(e.g. --epochs 40) change the run, --data points at its faces when they moved")
+    p.add_argument("-q", "--quiet", action="store_true", help="no epoch lines and no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("sweep", help="train a latent-size x beta grid and compare")
-    _add_model_args(p)
-    p.add_argument("--out", required=True)
-    p.add_argument("--latent-dims", type=_ints, default=(4, 16, 64, 256))
-    p.add_argument("--betas", type=_floats, default=(0.01, 0.1, 1.0, 4.0))
+    p = _command(sub, "sweep", "train a latent-size x beta grid and compare",
+                 more="\nEvery grid point copies the base config (--config and the flags) with latent_dim and beta "
+                      "replaced.")
+    add_config_flags(p, skip=("latent_dim", "beta"))
+    p.add_argument("--out", required=True, help="the sweep folder (one run folder per grid point)")
+    p.add_argument("--latent-dims", type=ints, default=(4, 16, 64, 256), metavar="N,N",
+                   help="latent sizes (default: 4,16,64,256)")
+    p.add_argument("--betas", type=floats, default=(0.01, 0.1, 1.0, 4.0), metavar="B,B",
+                   help="KL weights (default: 0.01,0.1,1,4)")
+    _figure_flags(p, data=False)
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("evaluate", help="metrics of a run on its test split")
-    p.add_argument("run_dir")
-    p.add_argument("--data", default=None, help="evaluate every face of this SPEC instead of the test split")
-    p.add_argument("--iwae-k", type=_bounded_int(1, _MAX_IWAE_K), default=64,
+    p = _command(sub, "evaluate", "metrics of a run on its test split")
+    p.add_argument("run_dir", help="a run folder")
+    p.add_argument("--data", metavar="SPEC", default=None,
+                   help="evaluate every face of SPEC instead of the test split (written to eval_<name>.json; "
+                        "default: the run's test split, written to eval.json)")
+    p.add_argument("--run-data", metavar="SPEC", default=None,
+                   help="where the run's own faces are now, when they moved (default: the run's data spec)")
+    p.add_argument("--iwae-k", type=bounded_int(1, _MAX_IWAE_K), default=64, metavar="K",
                    help=f"importance samples per face (1-{_MAX_IWAE_K})")
-    p.add_argument("--classifier", default=None, help="a torch CNN run folder")
-    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--classifier", metavar="CNN_RUN", default=None,
+                   help="a torch CNN run folder for the Frechet distance / label fidelity (default: none)")
+    p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seeds every sampled quantity")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON instead of the summary")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("interpolate", help="latent interpolation matrix and traversals")
-    p.add_argument("run_dir")
-    p.add_argument("--grid", type=int, default=9)
-    p.add_argument("--slerp", action="store_true")
-    p.add_argument("--corners", choices=("sample", "encode"), default="sample")
-    p.add_argument("--seed", type=_SEED, default=0)
+
+def _studio_commands(sub: Any) -> None:
+    p = _command(sub, "interpolate", "latent interpolation matrix and traversals")
+    p.add_argument("run_dir", help="a generative run folder")
+    p.add_argument("--grid", type=int, default=9, help="faces per side of the matrix (2-64)")
+    p.add_argument("--slerp", action="store_true", help="spherical interpolation instead of linear")
+    p.add_argument("--corners", choices=("sample", "encode"), default="sample",
+                   help="corners drawn from the prior, or encoded test faces")
+    p.add_argument("--seed", type=SEED, default=0, metavar="N", help="chooses the corners")
+    _figure_flags(p)
     p.set_defaults(func=_cmd_interpolate)
 
-    p = sub.add_parser("denoise", help="VAE vs mean/median filters on noisy test faces")
-    p.add_argument("run_dir")
-    p.add_argument("--sigmas", type=_floats, default=(0.1, 0.2, 0.3, 0.5))
+    p = _command(sub, "denoise", "VAE vs mean/median filters on noisy test faces")
+    p.add_argument("run_dir", help="a generative run folder")
+    p.add_argument("--sigmas", type=floats, default=(0.1, 0.2, 0.3, 0.5), metavar="S,S",
+                   help="noise levels (default: 0.1,0.2,0.3,0.5)")
     p.add_argument("--n", type=int, default=256, help="test faces used")
-    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seeds the noise")
+    _figure_flags(p)
     p.set_defaults(func=_cmd_denoise)
 
-    p = sub.add_parser("inpaint", help="fill masked regions of test faces")
-    p.add_argument("run_dir")
-    p.add_argument("--mask", choices=("box", "random"), default="box")
-    p.add_argument("--method", choices=("decode", "iterate", "optimize"), default="iterate")
+    p = _command(sub, "inpaint", "fill masked regions of test faces")
+    p.add_argument("run_dir", help="a generative run folder")
+    p.add_argument("--mask", choices=("box", "random"), default="box", help="what is hidden")
+    p.add_argument("--method", choices=("decode", "iterate", "optimize"), default="iterate",
+                   help="one-shot decode, iterative projection, or latent optimisation")
     p.add_argument("--iterations", type=int, default=50, help="projection rounds of --method iterate")
     p.add_argument("--steps", type=int, default=200, help="optimiser steps of --method optimize")
     p.add_argument("--n", type=int, default=256, help="test faces used")
-    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seeds the masks")
+    _figure_flags(p)
     p.set_defaults(func=_cmd_inpaint)
 
-    p = sub.add_parser("generate", help="faces with requested labels (conditional models)")
-    p.add_argument("run_dir")
+    p = _command(sub, "generate", "faces with requested labels (conditional models)")
+    p.add_argument("run_dir", help="a cvae run folder")
     p.add_argument("--gender", type=int, choices=(0, 1), help="0 male, 1 female")
     p.add_argument("--ethnicity", type=int, choices=range(5), help="0 White, 1 Black, 2 Asian, 3 Indian, 4 Others")
     p.add_argument("--age", type=float, help="years")
-    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--n", type=int, default=16, help="faces generated")
     p.add_argument("--grid", action="store_true", help="also the attribute grid (ethnicity x age band, per gender)")
-    p.add_argument("--edit", type=_bounded_int(0, 1024), default=0, metavar="N",
+    p.add_argument("--edit", type=bounded_int(0, 1024), default=0, metavar="N",
                    help="also edit the labels of N (0-1024) real test faces")
-    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seeds the latent draw")
+    _figure_flags(p)
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("convert", help="move a run's weights to the other backend")
-    p.add_argument("run_dir")
-    p.add_argument("--to", choices=("torch", "tf"), required=True)
-    p.add_argument("out_dir")
+    p = _command(sub, "convert", "move a vae run's weights to the other backend")
+    p.add_argument("run_dir", help="a trained vae run folder")
+    p.add_argument("--to", choices=("torch", "tf"), default=None,
+                   help="target backend (default: the other backend than the run's)")
+    p.add_argument("out_dir", help="the new run folder (must not exist)")
     p.set_defaults(func=_cmd_convert_run)
 
-    p = sub.add_parser("demo", help="the main job on the embedded synthetic faces")
-    p.add_argument("--out", default="demo_out")
+    p = _command(sub, "demo", "the main job on the embedded synthetic faces")
+    p.add_argument("--out", default="demo_out", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
     p.set_defaults(func=_cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``facevae`` argument parser (every command, with defaults and examples in its help)."""
+    parser = Parser(prog="facevae", description=_DESCRIPTION, epilog=examples("facevae"),
+                    formatter_class=HelpFormatter)
+    parser.add_argument("--version", action=_Version)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    _data_commands(sub)
+    _model_commands(sub)
+    _studio_commands(sub)
+    parser.set_defaults(func=lambda a: parser.print_help())
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, *, default_backend: Optional[str] = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted).
 
-    Bad flags, :class:`~shared.errors.FaceVAEError` and :class:`OSError` (a file in the way, a full
-    disk, a missing permission) each become one ``facevae: error: ...`` line and exit code 2.
+    Bad flags, :class:`~shared.errors.FaceVAEError`, a missing framework and :class:`OSError` (a file
+    in the way, a full disk, a missing permission) each become one ``facevae: error: ...`` line and
+    exit code 2. ``facevae`` alone prints the help.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        default_backend: the backend of new runs when neither ``--backend`` nor ``--config`` names one
+            (``python -m facevae_tf`` passes ``"tf"``); else ``$FACEVAE_BACKEND``, else torch.
     """
+    from shared.registry import missing_framework
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed its one line (or --help)
+    except SystemExit as exc:  # argparse has printed its one line (or --help / --version)
         return exc.code if isinstance(exc.code, int) else 2
+    args.default_backend = default_backend
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     func: Callable[[argparse.Namespace], None] = args.func
@@ -291,6 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         func(args)
     except FaceVAEError as exc:
         print(f"facevae: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # a framework imported outside the registry (e.g. by convert)
+        error = missing_framework(exc)
+        if error is None:
+            raise
+        print(f"facevae: error: {_one_line(str(error))}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"facevae: error: {_one_line(_os_message(exc))}", file=sys.stderr)

@@ -7,27 +7,29 @@
   changed ones (gender flipped, other ages, every ethnicity).
 
 Labels enter as :func:`shared.faces.label_vectors` does: gender 0/1, ethnicity one-hot, age / 100.
-Outputs (``.png`` figures and the ``.npy`` images behind them) go to ``RUN_DIR/generated/``.
+Each returns a :class:`shared.results.Result` (figure, images, table); with ``save=True`` (the
+default) the figures (``fmt``: png, pdf or svg, at ``dpi``) and the ``.npy`` images behind them go
+to ``RUN_DIR/generated/``; with ``save=False`` nothing is written.
 
 Example::
 
     from shared.conditional import generate, attribute_grid
-    generate("runs/cvae", gender=1, ethnicity="Asian", age=30, n=16)
-    attribute_grid("runs/cvae")
+    res = generate("runs/cvae", gender=1, ethnicity="Asian", age=30, n=16)   # res.images: (16, H, W)
+    attribute_grid("runs/cvae", save=False)
 """
 from __future__ import annotations
 
-import io
 import logging
+import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import pandas as pd
 
 from shared.errors import ConfigError, RunError
 from shared.faces import AGE_BANDS, ETHNICITY_NAMES, GENDER_NAMES, label_vectors
-from shared.runs import atomic_write_bytes
+from shared.results import DEFAULT_DPI, OutputWriter, Result
 
 __all__ = ["generate", "attribute_grid", "edit_attributes", "label_matrix", "GRID_AGES", "GENERATED",
            "MAX_AGE"]
@@ -78,7 +80,7 @@ def label_matrix(gender: Any, ethnicity: Any, age: Any, n: int = 1) -> np.ndarra
     return label_vectors(pd.DataFrame({"gender": [g] * n, "ethnicity": [e] * n, "age": [a] * n}))
 
 
-def _open_conditional(run_dir: Union[str, Path]) -> tuple[Path, Any, Any]:
+def _open_conditional(run_dir: Union[str, os.PathLike]) -> tuple[Path, Any, Any]:
     from shared.studio import open_run
 
     run_dir, config, model = open_run(run_dir)
@@ -88,73 +90,115 @@ def _open_conditional(run_dir: Union[str, Path]) -> tuple[Path, Any, Any]:
     return run_dir, config, model
 
 
-def _save(run_dir: Path, stem: str, images: np.ndarray, rows: list[np.ndarray], **titles: Any) -> Path:
-    """Write ``stem.npy`` (float32 images) and ``stem.png`` (the grid) into ``generated/``."""
+def _writer(run_dir: Union[str, os.PathLike], save: bool, fmt: str, dpi: int) -> OutputWriter:
+    """Writes into ``RUN_DIR/generated/`` (created only when something is saved)."""
+    return OutputWriter(Path(run_dir) / GENERATED, save, fmt, dpi)
+
+
+def _grid_result(out: OutputWriter, stem: str, images: np.ndarray, rows: list[np.ndarray], table: Any = None,
+                 info: Optional[dict] = None, **titles: Any) -> Result:
+    """The figure of ``rows`` and, with saving, ``stem.npy`` (float32 images) + ``stem.<fmt>``."""
     from shared.plotting import image_grid
 
-    out = Path(run_dir) / GENERATED
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(images, dtype=np.float32))
-    atomic_write_bytes(out / f"{stem}.npy", buf.getvalue())
-    return image_grid(rows, out / f"{stem}.png", **titles)
+    images = np.asarray(images, dtype=np.float32)
+    fig = image_grid(rows, **titles)
+    first = len(out.paths)
+    out.array(f"{stem}.npy", images)
+    out.figure(fig, stem)
+    return Result(stem, fig, images, table, info or {}, out.paths[first:])
 
 
-def generate(run_dir: Union[str, Path], *, gender: Any, ethnicity: Any, age: Any, n: int = 16,
-             seed: int = 0) -> Path:
+def generate(run_dir: Union[str, os.PathLike], *, gender: Any, ethnicity: Any, age: Any, n: int = 16,
+             seed: int = 0, data: Optional[str] = None, save: bool = True, fmt: str = "png",
+             dpi: int = DEFAULT_DPI) -> Result:
     """Generate ``n`` faces with the requested labels from z ~ N(0, I) (seeded).
 
     Args:
-        run_dir: a ``cvae`` run folder.
+        run_dir: a ``cvae`` run folder (a path or any ``os.PathLike``).
         gender: 0/1 or ``male``/``female``; ethnicity: 0-4 or a name; age: years in [0, 120].
         n: number of faces (1-1024); seed: seeds the latent draw.
+        data: accepted so every studio function takes it; unused (faces come from the prior).
+        save: write ``generated/<labels>_seed<seed>.<fmt>`` and the images beside it as ``.npy``.
+        fmt, dpi: figure format (png, pdf, svg) and resolution.
 
     Returns:
-        The figure ``generated/<labels>_seed<seed>.png``; the images are beside it as ``.npy``.
+        A :class:`Result` with ``images`` ``(n, H, W)`` in [0, 1] and the labels in ``info``.
 
     Raises:
-        ConfigError: invalid labels or ``n``; RunError: not a conditional run.
+        ConfigError: invalid labels, ``n``, ``fmt`` or ``dpi``; RunError: not a conditional run.
     """
-    if not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= 1024:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= 1024:
         raise ConfigError(f"`n` must be an integer in [1, 1024]. Received: n={n!r}")
     labels = label_matrix(gender, ethnicity, age, int(n))
+    out = _writer(run_dir, save, fmt, dpi)
     run_dir, _, model = _open_conditional(run_dir)
     images = model.sample(int(n), int(seed), labels)
     g, e = GENDER_NAMES[int(labels[0, 0])], ETHNICITY_NAMES[int(labels[0, 1:6].argmax())]
     a = float(labels[0, 6] * 100.0)
     stem = f"{g}_{e}_age{a:g}_seed{seed}".lower()
     rows = [images[i:i + _PER_ROW] for i in range(0, len(images), _PER_ROW)]
-    path = _save(run_dir, stem, images, rows, title=f"{g}, {e}, age {a:g} (seed {seed})")
-    log.info("wrote %d generated faces to %s", len(images), path)
-    return path
+    info = {"run_dir": str(run_dir), "gender": g, "ethnicity": e, "age": a, "n": int(n), "seed": int(seed)}
+    result = _grid_result(out, stem, images, rows, info=info, title=f"{g}, {e}, age {a:g} (seed {seed})")
+    log.info("generated %d faces%s", len(images), f": {', '.join(map(str, out.paths))}" if save else "")
+    return result
 
 
-def attribute_grid(run_dir: Union[str, Path], *, seed: int = 0) -> Path:
-    """One figure per gender: rows ethnicity × columns age bands, one shared latent draw.
+def attribute_grid(run_dir: Union[str, os.PathLike], *, seed: int = 0, data: Optional[str] = None,
+                   save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
+    """Faces for every gender × ethnicity × age band from one shared latent draw (only labels change).
+
+    With ``save``, writes ``generated/attribute_grid_<gender>.<fmt>`` and ``.npy`` for each gender
+    (``fmt`` png, pdf or svg at ``dpi``). ``data`` is accepted for a uniform signature and unused.
 
     Returns:
-        The folder ``generated/`` holding ``attribute_grid_<gender>.png`` and ``.npy`` files.
+        A :class:`Result` whose figure shows both genders (rows gender × ethnicity, columns age bands),
+        ``images`` ``(2, 5, 5, H, W)`` (gender, ethnicity, age band), ``table`` one row per cell
+        (``gender``, ``ethnicity``, ``age_band``, ``age``) in ``images`` order, and
+        ``extra["male"]``/``extra["female"]`` the per-gender Results (the files).
 
     Raises:
-        RunError: not a conditional run.
+        ConfigError: bad ``fmt``/``dpi``; RunError: not a conditional run.
     """
+    from shared.plotting import image_grid
+
+    out = _writer(run_dir, save, fmt, dpi)
     run_dir, _, model = _open_conditional(run_dir)
-    z_seed = int(seed)
-    cells = len(ETHNICITY_NAMES) * len(GRID_AGES)
     band_titles = [f"{lo}-{hi}" if hi < 200 else f"{lo}+" for lo, hi in AGE_BANDS]
+    z = np.random.default_rng(int(seed)).standard_normal((1, model.latent_dim)).astype(np.float32)
+    cells = len(ETHNICITY_NAMES) * len(GRID_AGES)
+    grids, extra = [], {}
     for g, gname in enumerate(GENDER_NAMES):
         labels = np.concatenate([label_matrix(g, e, a) for e in range(len(ETHNICITY_NAMES)) for a in GRID_AGES])
-        z = np.random.default_rng(z_seed).standard_normal((1, model.latent_dim)).astype(np.float32)
-        images = model.decode(np.repeat(z, cells, axis=0), labels)
+        images = np.asarray(model.decode(np.repeat(z, cells, axis=0), labels), np.float32)
         grid = images.reshape(len(ETHNICITY_NAMES), len(GRID_AGES), *images.shape[1:])
-        _save(run_dir, f"attribute_grid_{gname}", grid, list(grid), row_titles=list(ETHNICITY_NAMES),
-              col_titles=band_titles, title=f"{gname}: ethnicity × age band (seed {seed})")
-    out = Path(run_dir) / GENERATED
-    log.info("wrote attribute grids to %s", out)
-    return out
+        grids.append(grid)
+        extra[gname] = _grid_result(out, f"attribute_grid_{gname}", grid, list(grid), row_titles=list(ETHNICITY_NAMES),
+                                    col_titles=band_titles, title=f"{gname}: ethnicity × age band (seed {seed})")
+    images = np.stack(grids)  # (gender, ethnicity, age band, H, W)
+    fig = image_grid([row for grid in grids for row in grid], col_titles=band_titles,
+                     row_titles=[f"{g}, {e}" for g in GENDER_NAMES for e in ETHNICITY_NAMES],
+                     title=f"gender × ethnicity (rows) × age band (columns), one latent draw (seed {seed})")
+    table = pd.DataFrame([{"gender": g, "ethnicity": e, "age_band": b, "age": a} for g in GENDER_NAMES
+                          for e in ETHNICITY_NAMES for b, a in zip(band_titles, GRID_AGES)])
+    log.info("attribute grids%s", f": {', '.join(map(str, out.paths))}" if save else " (not saved)")
+    return Result("attribute_grid", fig, images, table, {"run_dir": str(run_dir), "seed": int(seed)}, out.paths,
+                  extra)
 
 
-def edit_attributes(run_dir: Union[str, Path], *, n: int = 4, seed: int = 0) -> Path:
+def _alternate_genders(gender: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` test-face indexes taking the genders in turn (split order within each), so an edit
+    figure shows both directions of "gender flipped" instead of whichever gender the split lists first."""
+    groups = [list(np.flatnonzero(gender == g)) for g in (0, 1)]
+    order: list[int] = []
+    while len(order) < n and any(groups):
+        for group in groups:
+            if group and len(order) < n:
+                order.append(int(group.pop(0)))
+    return np.asarray(order, dtype=np.int64)
+
+
+def edit_attributes(run_dir: Union[str, os.PathLike], *, n: int = 4, seed: int = 0, data: Optional[str] = None,
+                    save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
     """Encode ``n`` real test faces with their labels and decode their posterior means with changed labels.
 
     Columns: original, reconstruction, gender flipped, ages of :data:`GRID_AGES`, every ethnicity.
@@ -163,25 +207,31 @@ def edit_attributes(run_dir: Union[str, Path], *, n: int = 4, seed: int = 0) -> 
         run_dir: a ``cvae`` run folder (its saved test split is used).
         n: faces to edit (the first ``n`` of the test split); seed: kept for a stable signature
             (the edit is deterministic: posterior means).
+        data: where the run's faces are now, when they moved (see :func:`shared.api.run_faces`).
+        save: write ``generated/attribute_edits.<fmt>`` and the images beside it as ``.npy``.
+        fmt, dpi: figure format (png, pdf, svg) and resolution.
 
     Returns:
-        The figure ``generated/attribute_edits.png`` (images beside it as ``.npy``).
+        A :class:`Result` with ``images`` ``(n, 13, H, W)`` (the columns above), ``table`` the faces'
+        labels (one row per face) and ``info["columns"]`` the column names.
 
     Raises:
         RunError: not a conditional run, or an empty test split; ConfigError: ``n`` not an integer in
-            [1, :data:`shared.studio.MAX_FACES`].
+            [1, :data:`shared.studio.MAX_FACES`], bad ``fmt``/``dpi``.
     """
     from shared.studio import MAX_FACES, check_int, held_out_faces
 
     n = check_int("n", n, 1, MAX_FACES)
+    out = _writer(run_dir, save, fmt, dpi)
     run_dir, config, model = _open_conditional(run_dir)
-    faces = held_out_faces(run_dir, config, n)
+    pool = held_out_faces(run_dir, config, None, data=data)
+    faces = pool.subset(_alternate_genders(pool.labels["gender"].to_numpy(), n))
     own = label_vectors(faces.labels)
     mean, _ = model.encode(faces.images, own)
     edits: list[tuple[str, np.ndarray]] = [("reconstruction", own)]
     flipped = own.copy()
     flipped[:, 0] = 1.0 - flipped[:, 0]
-    edits.append(("other gender", flipped))
+    edits.append(("gender flipped", flipped))
     for a in GRID_AGES:
         lab = own.copy()
         lab[:, 6] = a / 100.0
@@ -193,9 +243,14 @@ def edit_attributes(run_dir: Union[str, Path], *, n: int = 4, seed: int = 0) -> 
         edits.append((ename, lab))
     columns = [faces.floats()] + [model.decode(mean, lab) for _, lab in edits]
     grid = np.stack(columns, axis=1)  # (n, columns, H, W)
+    names = ["original"] + [name for name, _ in edits]
+    table = faces.labels.reset_index(drop=True).copy()
     row_titles = [f"{GENDER_NAMES[g]}, {ETHNICITY_NAMES[e]}, {a}"
-                  for g, e, a in zip(faces.labels["gender"], faces.labels["ethnicity"], faces.labels["age"])]
-    path = _save(run_dir, "attribute_edits", grid, list(grid), row_titles=row_titles,
-                 col_titles=["original"] + [name for name, _ in edits], title="attribute editing (cvae)")
-    log.info("wrote attribute edits of %d faces to %s", len(grid), path)
-    return path
+                  for g, e, a in zip(table["gender"], table["ethnicity"], table["age"])]
+    # 13 columns: a wider tile keeps "reconstruction" and "gender flipped" apart
+    result = _grid_result(out, "attribute_edits", grid, list(grid), table=table,
+                          info={"run_dir": str(run_dir), "n": n, "columns": names}, row_titles=row_titles,
+                          col_titles=names, title="attribute editing (cvae): each face re-decoded with changed labels",
+                          tile=1.0)
+    log.info("attribute edits of %d faces%s", len(grid), f": {', '.join(map(str, out.paths))}" if save else "")
+    return result

@@ -102,6 +102,10 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 class _JsonMixin:
     """``to_dict`` / ``from_dict`` that reject unknown keys with a message naming them."""
 
@@ -125,9 +129,19 @@ class DataConfig(_JsonMixin):
     Attributes:
         spec: ``synthetic``, ``synthetic:N``, a Kaggle-layout ``.csv``/``.csv.gz``/``.parquet`` file,
             a UTKFace image folder, or ``orl``.
+            ``run:faces.npz`` names faces stored inside the run folder itself (a run trained on faces
+            held in memory, see :func:`shared.api.train`).
         image_size: side of the square grayscale images (≥ 32).
         val_fraction / test_fraction: shares of the faces held out for validation and test.
         split_seed: seed of the stratified split.
+        path: provenance, written at train time: the absolute path of a file or folder ``spec``
+            (``""`` for synthetic, ORL and in-run faces), so a run still finds its faces after the
+            working directory changes.
+        fingerprint: provenance, written at train time: :func:`shared.data.content_fingerprint` of the
+            loaded faces (sha256 hex, ``""`` when unknown), so faces found elsewhere are checked to be
+            the run's own. ``path`` and ``fingerprint`` are not part of a config's identity: two
+            configs that differ only in them compare equal. Configs saved before they existed load
+            with both empty.
     """
 
     spec: str = "synthetic:4000"
@@ -135,6 +149,8 @@ class DataConfig(_JsonMixin):
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 0
+    path: str = field(default="", compare=False)
+    fingerprint: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, str) or not self.spec:
@@ -143,6 +159,11 @@ class DataConfig(_JsonMixin):
         _in_range("val_fraction", self.val_fraction, 0.0, 0.5)
         _in_range("test_fraction", self.test_fraction, 0.0, 0.5)
         _in_range("split_seed", self.split_seed, 0, 2**32 - 1, int)
+        if not isinstance(self.path, str):
+            raise ConfigError(f"`path` must be a string (an absolute path or empty). Received: path={self.path!r}")
+        if not isinstance(self.fingerprint, str) or (self.fingerprint and not _is_sha256(self.fingerprint)):
+            raise ConfigError(f"`fingerprint` must be empty or 64 lowercase hex digits (sha256). "
+                              f"Received: fingerprint={_short(self.fingerprint)}")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""``facevae demo``: the main job, end to end, on the embedded synthetic faces.
+"""``facevae demo``: the main job, end to end, on the embedded synthetic faces, on both backends.
 
 In a notebook::
 
     from shared.demo import demo
-    demo("demo_out")            # a few minutes on 2 CPU cores; demo(quick=True) takes seconds
+    demo("demo_out")            # under 3 minutes on 2 CPU cores; demo(quick=True) takes seconds
 
 Steps, every output under one folder ``out``:
 
@@ -14,31 +14,43 @@ Steps, every output under one folder ``out``:
    corners, lerp between encoded test faces), latent traversal, denoising, and inpainting
    (box and random masks; decode, iterate and optimize).
 4. ``sweep/`` — a tiny latent size × β sweep with its rate–distortion table and figures.
-5. ``demo_summary.md`` — every figure and table written, with the headline numbers.
+5. ``tf/`` — the TensorFlow backend (:mod:`shared.demo_tf`): a ``vae``, a conditional ``cvae``
+   (attribute grids, attribute edits, generated faces) and an ``iaf`` trained exactly like the
+   ``vae`` but for its posterior, compared on the test split (``tf/iaf_vs_diagonal.md``).
+   Without TensorFlow this step is skipped and the summary says why.
+6. ``demo_summary.md`` — the headline numbers of every model in small tables and a link to every
+   figure written (:mod:`shared.demo_summary`).
 
 Re-running on the same ``out`` reuses finished runs (see :func:`shared.sweep.ensure_run`).
 """
 from __future__ import annotations
 
+import io
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from matplotlib.figure import Figure
 
 from shared import api
 from shared.faces import ETHNICITY_NAMES, Faces
-from shared.runs import EVAL, atomic_write_bytes, atomic_write_text, figures_dir
+from shared.runs import atomic_write_bytes, figures_dir
 
-__all__ = ["DemoSettings", "FULL", "QUICK", "demo", "data_preview"]
+__all__ = ["DemoSettings", "FULL", "QUICK", "demo", "data_preview", "written_paths"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of one demo; :data:`FULL` is the real job, :data:`QUICK` a seconds-long smoke run."""
+    """Sizes of one demo; :data:`FULL` is the real job, :data:`QUICK` a seconds-long smoke run.
+
+    The tf ``vae``, ``cvae`` and ``iaf`` share ``spec``, the architecture, ``tf_epochs`` and
+    ``kl_warmup_epochs`` with each other (and the architecture with the torch ``vae``), so their
+    numbers compare like with like.
+    """
 
     spec: str
     image_size: int
@@ -56,15 +68,39 @@ class DemoSettings:
     n_faces: int          # test faces used by denoise / inpaint
     iterations: int       # iterative-projection rounds
     steps: int            # latent-optimisation steps
+    tf_epochs: int        # tf vae, cvae and iaf alike
+    kl_warmup_epochs: int  # tf models: β ramps up over these epochs (keeps the posterior in use for the flow)
+    flow_steps: int       # iaf: K flow steps ...
+    flow_hidden: int      # ... of MADEs this wide ...
+    context_dim: int      # ... fed this context vector h
+    n_edit: int           # test faces in the cvae attribute-edit figure
+    n_generate: int       # faces per generated label set
 
 
+# Epochs are sized so the WHOLE demo (torch + tf, TF import included) stays under 3 minutes on 2 CPU
+# cores: `time facevae demo` measured 2 min 20 s and 2 min 28 s (torch part 75 s, tf part 61-69 s) with
+# the load average at 0.6-1.8. The fixed costs are the TF import (~4 s), each tf model's first
+# (tracing) epoch and its IWAE evaluation (~5 s each).
 FULL = DemoSettings(spec="synthetic:2000", image_size=48, channels=(16, 32, 64), hidden_dims=(128,),
                     latent_dim=16, cnn_epochs=5, vae_epochs=10, sweep_epochs=5, sweep_dims=(4, 16),
                     sweep_betas=(0.1, 1.0), batch_size=64, iwae_k=16, grid=9, n_faces=128, iterations=30,
-                    steps=100)
+                    steps=100, tf_epochs=8, kl_warmup_epochs=2, flow_steps=4, flow_hidden=256, context_dim=64,
+                    n_edit=6, n_generate=8)
 QUICK = DemoSettings(spec="synthetic:240", image_size=32, channels=(8, 16), hidden_dims=(32,), latent_dim=4,
                      cnn_epochs=1, vae_epochs=1, sweep_epochs=1, sweep_dims=(2, 4), sweep_betas=(1.0,),
-                     batch_size=64, iwae_k=2, grid=3, n_faces=8, iterations=2, steps=3)
+                     batch_size=64, iwae_k=2, grid=3, n_faces=8, iterations=2, steps=3, tf_epochs=1,
+                     kl_warmup_epochs=0, flow_steps=1, flow_hidden=16, context_dim=8, n_edit=2, n_generate=4)
+
+
+def written_paths(results: Iterable[Any]) -> list[Path]:
+    """The files studio calls wrote: each :class:`shared.results.Result`'s ``paths``.
+
+    A call that returns a path (the studio API before it returned Results) counts as that path.
+    """
+    paths: list[Path] = []
+    for r in results:
+        paths += [Path(p) for p in getattr(r, "paths", [r])]
+    return paths
 
 
 def _label_text(row: Any) -> str:
@@ -77,8 +113,6 @@ def data_preview(faces: Faces, path: str | Path, *, n: int = 24, cols: int = 8) 
     Returns:
         ``path`` (PNG, written atomically).
     """
-    import io
-
     n = min(n, len(faces))
     rows = -(-n // cols)
     fig = Figure(figsize=(1.3 * cols, 1.8 * rows))
@@ -94,93 +128,76 @@ def data_preview(faces: Faces, path: str | Path, *, n: int = 24, cols: int = 8) 
     return atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def _headline(result: dict[str, Any], limit: int = 20) -> str:
-    """The numbers of an evaluation (top level and one level down, e.g. ``gender.accuracy``) as a list."""
-    def scalar(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    items = [(k, v) for k, v in result.items() if scalar(v)]
-    items += [(f"{k}.{kk}", vv) for k, v in result.items() if isinstance(v, dict) and k != "by_group"
-              for kk, vv in v.items() if scalar(vv)]
-    return "\n".join(f"- `{k}`: {v:.4g}" if isinstance(v, float) else f"- `{k}`: {v}" for k, v in items[:limit])
+def common_config(s: DemoSettings, backend: str) -> dict[str, Any]:
+    """The :func:`shared.api.build_config` keywords every demo run of ``backend`` shares."""
+    return dict(backend=backend, data=s.spec, image_size=s.image_size, batch_size=s.batch_size,
+                channels=s.channels, hidden_dims=s.hidden_dims, early_stopping=0)
 
 
-_FIGURE_NOTES = {
-    "data_preview": "synthetic faces and their labels",
-    "interpolation_lerp_sample": "interpolation matrix, prior corners, linear",
-    "interpolation_slerp_sample": "interpolation matrix, prior corners, spherical",
-    "interpolation_lerp_encode": "interpolation matrix between four encoded test faces",
-    "traversal": "latent traversal of the most active dimensions",
-    "denoise": "clean | noisy | mean | median | VAE",
-    "rate_distortion": "rate–distortion of the sweep",
-    "reconstructions": "held-out faces and every sweep model's reconstruction",
-}
+def _torch_part(out: Path, s: DemoSettings) -> tuple[dict[str, dict[str, Any]], list[Path]]:
+    """CNN, VAE (+ interpolation, denoising, inpainting) and the sweep; returns evaluations and files written."""
+    from shared.studio import denoise, inpaint, interpolate
+    from shared.sweep import ensure_run, sweep
 
+    common = common_config(s, "torch")
+    log.info("demo 1/5: torch CNN (task all) on %s", s.spec)
+    cnn_cfg = api.build_config(model="cnn", task="all", epochs=s.cnn_epochs, **common)
+    evals = {"cnn": ensure_run(cnn_cfg, out / "cnn", iwae_k=s.iwae_k)}
 
-def _summary(out: Path, evals: dict[str, dict[str, Any]]) -> str:
-    lines = [f"# facevae demo — `{out}`", ""]
-    for name, result in evals.items():
-        lines += [f"## `{name}/` evaluation (test split)", "", _headline(result), ""]
-    lines += ["## Figures", ""]
-    for png in sorted(out.rglob("*.png")):
-        note = _FIGURE_NOTES.get(png.stem) or (png.stem.replace("_", " ") if png.stem.startswith("inpaint") else "")
-        lines.append(f"- `{png.relative_to(out)}`" + (f" — {note}" if note else ""))
-    lines += ["", "## Tables", ""]
-    for table in sorted(out.rglob("*.md")):
-        if table.name != "demo_summary.md":
-            lines.append(f"- `{table.relative_to(out)}` (+ `.json`)")
-    for ev in sorted(out.rglob(EVAL)):
-        lines.append(f"- `{ev.relative_to(out)}`")
-    return "\n".join(lines) + "\n"
+    log.info("demo 2/5: torch VAE (d=%d) on %s", s.latent_dim, s.spec)
+    vae_cfg = api.build_config(model="vae", latent_dim=s.latent_dim, beta=1.0, epochs=s.vae_epochs, **common)
+    vae = out / "vae"
+    evals["vae"] = ensure_run(vae_cfg, vae, iwae_k=s.iwae_k, classifier=out / "cnn")
+
+    log.info("demo 3/5: interpolation, denoising, inpainting")
+    results: list[Any] = [
+        interpolate(vae, grid=s.grid, corners="sample"),
+        interpolate(vae, grid=s.grid, corners="sample", slerp=True, traversal=False),
+        interpolate(vae, grid=s.grid, corners="encode", traversal=False),
+        denoise(vae, n=s.n_faces)]
+    for mask in ("box", "random"):
+        for method in ("decode", "iterate", "optimize"):
+            results.append(inpaint(vae, mask=mask, method=method, n=s.n_faces, iterations=s.iterations,
+                                   steps=s.steps))
+
+    log.info("demo 4/5: torch sweep %s x %s", s.sweep_dims, s.sweep_betas)
+    sweep_cfg = api.build_config(model="vae", latent_dim=s.sweep_dims[0], epochs=s.sweep_epochs, **common)
+    results.append(sweep(sweep_cfg, out / "sweep", latent_dims=s.sweep_dims, betas=s.sweep_betas,
+                         iwae_k=s.iwae_k))
+    # the traversal figure is a Result of its own inside the first interpolation's extra
+    results += [x for r in results for x in getattr(r, "extra", {}).values() if hasattr(x, "paths")]
+    return evals, written_paths(results)
 
 
 def demo(out: str | Path = "demo_out", *, quick: bool = False) -> Path:
-    """Run the whole facevae workflow on synthetic faces with the torch backend.
+    """Run the whole facevae workflow on synthetic faces: the torch part, then the tf part.
 
     Args:
         out: folder for every run, table and figure (created; finished runs in it are reused).
         quick: tiny settings (:data:`QUICK`), for tests and smoke checks.
 
     Returns:
-        ``out``.
+        ``out``; its ``demo_summary.md`` holds the headline numbers and links every figure.
 
     Raises:
-        FaceVAEError: the torch backend is not installed.
+        FaceVAEError: the torch backend is not installed (a missing TensorFlow only skips the tf part).
     """
     from shared.data import load
-    from shared.studio import denoise, inpaint, interpolate
-    from shared.sweep import ensure_run, sweep
+    from shared.demo_summary import write_summary
+    from shared.demo_tf import tf_demo
 
     s = QUICK if quick else FULL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     faces = load(s.spec, image_size=s.image_size)
     data_preview(faces, figures_dir(out) / "data_preview.png")
-    common = dict(backend="torch", data=s.spec, image_size=s.image_size, batch_size=s.batch_size,
-                  channels=s.channels, hidden_dims=s.hidden_dims, early_stopping=0)
+    evals, written = _torch_part(out, s)
+    t_torch = time.perf_counter() - t0
 
-    log.info("demo 1/4: CNN (task all) on %s", s.spec)
-    cnn_cfg = api.build_config(model="cnn", task="all", epochs=s.cnn_epochs, **common)
-    evals = {"cnn": ensure_run(cnn_cfg, out / "cnn", iwae_k=s.iwae_k)}
-
-    log.info("demo 2/4: VAE (d=%d) on %s", s.latent_dim, s.spec)
-    vae_cfg = api.build_config(model="vae", latent_dim=s.latent_dim, beta=1.0, epochs=s.vae_epochs, **common)
-    vae = out / "vae"
-    evals["vae"] = ensure_run(vae_cfg, vae, iwae_k=s.iwae_k, classifier=out / "cnn")
-
-    log.info("demo 3/4: interpolation, denoising, inpainting")
-    interpolate(vae, grid=s.grid, corners="sample")
-    interpolate(vae, grid=s.grid, corners="sample", slerp=True, traversal=False)
-    interpolate(vae, grid=s.grid, corners="encode", traversal=False)
-    denoise(vae, n=s.n_faces)
-    for mask in ("box", "random"):
-        for method in ("decode", "iterate", "optimize"):
-            inpaint(vae, mask=mask, method=method, n=s.n_faces, iterations=s.iterations, steps=s.steps)
-
-    log.info("demo 4/4: sweep %s x %s", s.sweep_dims, s.sweep_betas)
-    sweep_cfg = api.build_config(model="vae", latent_dim=s.sweep_dims[0], epochs=s.sweep_epochs, **common)
-    sweep(sweep_cfg, out / "sweep", latent_dims=s.sweep_dims, betas=s.sweep_betas, iwae_k=s.iwae_k)
-
-    atomic_write_text(out / "demo_summary.md", _summary(out, evals))
-    log.info("demo written to %s (summary: %s)", out, out / "demo_summary.md")
+    log.info("demo 5/5: tf vae, cvae and iaf on %s", s.spec)
+    tf = tf_demo(out, s, classifier=out / "cnn")
+    seconds = {"torch": t_torch, "tf": time.perf_counter() - t0 - t_torch}
+    summary = write_summary(out, s, evals, tf, written=written + tf.paths, seconds=seconds)
+    log.info("demo written to %s (summary: %s)", out, summary)
     return out

@@ -14,30 +14,33 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from shared.errors import ConfigError
-from shared.io import atomic_write_bytes
+from shared.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["FIGURE_FORMATS", "DEFAULT_DPI", "Result", "save_figure", "figure_bytes"]
+__all__ = ["FIGURE_FORMATS", "DEFAULT_DPI", "MAX_DPI", "Result", "OutputWriter", "save_figure", "figure_bytes",
+           "check_figure_format", "check_dpi", "markdown_table"]
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 DEFAULT_DPI = 100
 MAX_DPI = 1200  # a typo such as 30000 would allocate gigabytes before failing
 
 
-def _check_format(fmt: str) -> str:
-    fmt = str(fmt).lower().lstrip(".")
-    if fmt not in FIGURE_FORMATS:
-        raise ConfigError(f"`format` must be one of {set(FIGURE_FORMATS)}. Received: format={fmt!r}")
-    return fmt
+def check_figure_format(fmt: str, name: str = "fmt") -> str:
+    """``fmt`` lower-cased without a leading dot when it is png, pdf or svg; else :class:`ConfigError`."""
+    value = str(fmt).lower().lstrip(".")
+    if value not in FIGURE_FORMATS:
+        raise ConfigError(f"`{name}` must be one of {list(FIGURE_FORMATS)}. Received: {name}={fmt!r}")
+    return value
 
 
-def _check_dpi(dpi: Any) -> int:
+def check_dpi(dpi: Any) -> int:
+    """``dpi`` as an int when it is an integer (not a bool) in [10, 1200]; else :class:`ConfigError`."""
     if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or not 10 <= int(dpi) <= MAX_DPI:
         raise ConfigError(f"`dpi` must be an integer in [10, {MAX_DPI}]. Received: dpi={dpi!r}")
     return int(dpi)
@@ -46,7 +49,7 @@ def _check_dpi(dpi: Any) -> int:
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DEFAULT_DPI) -> bytes:
     """``fig`` encoded as ``fmt`` (png, pdf or svg) at ``dpi``."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=_check_format(fmt), dpi=_check_dpi(dpi), bbox_inches="tight")
+    fig.savefig(buf, format=check_figure_format(fmt), dpi=check_dpi(dpi), bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -101,3 +104,64 @@ class Result:
         rows = None if self.table is None else len(self.table)
         return (f"Result(name={self.name!r}, images={shape}, table_rows={rows}, "
                 f"paths={[str(p) for p in self.paths]})")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats with 4 significant digits, ``None``/NaN as ``–``."""
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
+            return "–"
+        if isinstance(v, (float, np.floating)):
+            return f"{float(v):.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class OutputWriter:
+    """Writes a studio function's files into ``folder`` — or, with ``save=False``, nothing at all.
+
+    Built before any work so a bad ``fmt``/``dpi`` is refused first; every write is atomic and
+    recorded in :attr:`paths` (what the :class:`Result` reports).
+
+    Raises:
+        ConfigError: ``fmt`` not png/pdf/svg, ``dpi`` outside [10, 1200], or ``save`` not a bool.
+    """
+
+    folder: Path
+    save: bool = True
+    fmt: str = "png"
+    dpi: int = DEFAULT_DPI
+    paths: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.save, bool):
+            raise ConfigError(f"`save` must be True or False. Received: save={self.save!r}")
+        self.folder, self.fmt, self.dpi = Path(self.folder), check_figure_format(self.fmt), check_dpi(self.dpi)
+
+    def _done(self, path: Path) -> Path:
+        self.paths.append(path)
+        return path
+
+    def figure(self, fig: Optional[Figure], stem: str) -> Optional[Path]:
+        """``fig`` as ``folder/stem.<fmt>`` (``stem`` may hold a sub-folder such as ``figures/x``)."""
+        if not self.save or fig is None:
+            return None
+        return self._done(save_figure(fig, self.folder / f"{stem}.{self.fmt}", dpi=self.dpi))
+
+    def json(self, name: str, obj: Any) -> Optional[Path]:
+        return self._done(atomic_write_json(self.folder / name, obj)) if self.save else None
+
+    def text(self, name: str, text: str) -> Optional[Path]:
+        return self._done(atomic_write_text(self.folder / name, text)) if self.save else None
+
+    def array(self, name: str, array: np.ndarray) -> Optional[Path]:
+        """``array`` as a ``.npy`` file (float32 images stay float32)."""
+        if not self.save:
+            return None
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array))
+        return self._done(atomic_write_bytes(self.folder / name, buf.getvalue()))

@@ -1,9 +1,11 @@
 """Run folders: their fixed file names, the writer lock, metrics records and config loading.
 
 Layout of one run: ``config.json``, ``split.json``, ``metrics.jsonl`` (one JSON object per epoch),
-``checkpoints/`` (``last`` and ``best``), ``figures/*.png``, ``eval.json`` and ``.lock`` (the
-writer lock, see :func:`lock_run`). The atomic write helpers live in :mod:`shared.io` and are
-re-exported here.
+``checkpoints/`` (``last`` and ``best``), ``figures/*.png``, ``eval.json`` (the test split's
+metrics; ``eval_<data>.json`` for evaluations on other data), ``faces.npz`` (only for a run trained
+on faces held in memory) and ``.lock`` (the writer lock, see :func:`lock_run`). The atomic write
+helpers live in :mod:`shared.io` and are re-exported here. :class:`Run` is a run folder as an
+object (what :func:`shared.api.train` returns).
 """
 from __future__ import annotations
 
@@ -30,12 +32,13 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
 __all__ = ["CONFIG", "SPLIT", "METRICS", "EVAL", "CHECKPOINTS", "FIGURES", "LOCK", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "append_metrics", "read_metrics", "truncate_metrics",
            "load_run_config", "figures_dir", "checkpoints_dir", "to_jsonable", "lock_run", "has_any_checkpoint",
-           "remove_leftovers"]
+           "remove_leftovers", "FACES", "Run", "open_run"]
 
 log = logging.getLogger(__name__)
 
 CONFIG, SPLIT, METRICS, EVAL = "config.json", "split.json", "metrics.jsonl", "eval.json"
 CHECKPOINTS, FIGURES, LOCK = "checkpoints", "figures", ".lock"
+FACES = "faces.npz"  # the faces of a run trained on in-memory data (its spec is "run:faces.npz")
 CHECKPOINT_NAMES = ("last", "best")
 
 def _describe_holder(fd: int) -> str:
@@ -251,3 +254,110 @@ def checkpoints_dir(run_dir: Path) -> Path:
     path = Path(run_dir) / CHECKPOINTS
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class Run(os.PathLike):
+    """A run folder as an object: its path, config, metrics, training curves and evaluation.
+
+    A ``Run`` is path-like, so every function that takes a run folder takes a ``Run``;
+    ``str(run)`` and ``os.fspath(run)`` give the folder, ``run / "figures"`` a path inside it, and
+    the other attributes of :class:`~pathlib.Path` (``name``, ``exists()``, ...) are its path's.
+    Attributes are read from the folder on each access, so they follow a resumed run. In a
+    notebook a ``Run`` shows its training curves.
+
+    Example::
+
+        run = facevae.train("runs/vae16", latent_dim=16, epochs=5)
+        run.metrics[["epoch", "val_loss"]]
+        run.figure.savefig("curves.png")
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, other: str | os.PathLike) -> Path:
+        return self.path / other
+
+    def __getattr__(self, name: str) -> Any:
+        # everything else a Path offers (name, parent, exists(), rglob(), ...), so code written for the
+        # Path that train() used to return keeps working
+        if name == "path":  # not set yet (copy/pickle): never recurse
+            raise AttributeError(name)
+        return getattr(self.path, name)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (str, os.PathLike)):
+            return self.path == Path(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's :class:`~shared.config.RunConfig` (``config.json``)."""
+        return load_run_config(self.path)
+
+    @property
+    def metrics(self):
+        """``metrics.jsonl`` as a pandas DataFrame, one row per epoch (empty before the first epoch)."""
+        import pandas as pd
+        return pd.DataFrame(read_metrics(self.path))
+
+    @property
+    def figure(self):
+        """The training curves (a matplotlib Figure), drawn from ``metrics.jsonl`` on each access.
+
+        Raises:
+            RunError: the run has no finished epoch yet.
+        """
+        from shared.plotting import training_curves
+
+        records = read_metrics(self.path)
+        if not records:
+            raise RunError(f"{self.path}: no finished epoch yet ({METRICS} is empty); nothing to plot")
+        return training_curves(records)
+
+    @property
+    def eval(self) -> dict[str, Any] | None:
+        """The test-split metrics of ``eval.json`` (``None`` until :func:`shared.api.evaluate` ran)."""
+        path = self.path / EVAL
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{path}: not readable JSON ({exc}); evaluate the run again") from None
+
+    def _repr_png_(self) -> bytes | None:
+        if not read_metrics(self.path):
+            return None
+        from shared.results import figure_bytes
+        return figure_bytes(self.figure)
+
+    def __repr__(self) -> str:
+        try:
+            cfg = self.config
+            done = len(read_metrics(self.path))
+            what = f"{cfg.backend}/{cfg.model.family}, {done}/{cfg.train.epochs} epochs"
+        except Exception as exc:  # a repr must never raise; say what is wrong instead
+            what = f"unreadable: {exc}"
+        return f"Run({str(self.path)!r}, {what})"
+
+
+def open_run(path: str | os.PathLike) -> Run:
+    """The run folder ``path`` as a :class:`Run`.
+
+    Raises:
+        RunError, ConfigError: ``path`` is not a run folder or its config is invalid.
+    """
+    load_run_config(path)
+    return Run(path)

@@ -3,12 +3,18 @@
 In a notebook::
 
     from shared.studio import interpolate, denoise, inpaint
-    interpolate("runs/vae16", grid=9, slerp=True)      # -> runs/vae16/figures
-    denoise("runs/vae16", sigmas=(0.1, 0.3))           # -> runs/vae16 (denoise.json/.md)
-    inpaint("runs/vae16", mask="box", method="iterate")
+    res = interpolate("runs/vae16", grid=9, slerp=True)   # a Result: shows its figure in Jupyter
+    res.images.shape                                      # (9, 9, H, W)
+    denoise("runs/vae16", sigmas=(0.1, 0.3), save=False).table   # PSNR/SSIM, nothing written
+    inpaint("runs/vae16", mask="box", method="iterate", fmt="pdf", dpi=300)
+
+Every function returns a :class:`shared.results.Result` (``.figure``, ``.images``, ``.table``,
+``.info``, ``.paths``). With ``save=True`` (the default) it also writes its files into the run
+folder (figures as ``fmt`` at ``dpi``); with ``save=False`` nothing is written.
 
 Faces always come from the run's saved test split (first ``n`` test faces, in split order), so
-results are on held-out data and reproducible. Conditional models (``model.conditional``) encode
+results are on held-out data and reproducible; ``data`` points at the run's faces when they moved
+(see :func:`shared.api.run_faces`). Conditional models (``model.conditional``) encode
 test faces with their own labels; every *decode from the prior or from a mixed latent*
 (interpolation corners sampled from N(0, I), traversals) uses the fixed :data:`REFERENCE_LABEL`
 (a 30-year-old White male), so only z varies across a figure.
@@ -16,6 +22,7 @@ test faces with their own labels; every *decode from the prior or from a mixed l
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,7 +33,8 @@ from shared import api
 from shared.errors import ConfigError, RunError
 from shared.faces import Faces, label_vectors
 from shared.protocol import GenerativeModel
-from shared.runs import SPLIT, atomic_write_json, atomic_write_text, figures_dir, load_run_config
+from shared.results import DEFAULT_DPI, OutputWriter, Result, markdown_table
+from shared.runs import FIGURES, SPLIT, load_run_config
 
 __all__ = ["REFERENCE_LABEL", "TRAVERSAL_VALUES", "MAX_GRID", "MAX_FACES", "MAX_ROUNDS", "MAX_SEED", "check_int",
            "interpolate", "denoise", "inpaint", "open_run", "held_out_faces", "labels_for", "reference_labels",
@@ -54,8 +62,8 @@ def check_int(name: str, value: Any, lo: int, hi: int) -> int:
     return int(value)
 
 
-def open_run(run_dir: str | Path) -> tuple[Path, Any, GenerativeModel]:
-    """``(run_dir, config, model)`` of a run folder holding a generative model.
+def open_run(run_dir: str | os.PathLike) -> tuple[Path, Any, GenerativeModel]:
+    """``(run_dir, config, model)`` of a run folder (a path or any ``os.PathLike``) holding a generative model.
 
     Raises:
         RunError: not a run folder, or the run is a classifier (no encode/decode).
@@ -69,8 +77,14 @@ def open_run(run_dir: str | Path) -> tuple[Path, Any, GenerativeModel]:
     return run_dir, config, model
 
 
-def held_out_faces(run_dir: str | Path, config: Any, n: Optional[int] = None) -> Faces:
+def held_out_faces(run_dir: str | os.PathLike, config: Any, n: Optional[int] = None, *,
+                   data: Optional[str] = None) -> Faces:
     """The first ``n`` faces (all when ``None``) of the run's saved test split.
+
+    Args:
+        run_dir: the run folder; config: its config.
+        n: how many test faces, in split order.
+        data: where the run's faces are now, when they moved (see :func:`shared.api.run_faces`).
 
     Raises:
         RunError: the test split is empty.
@@ -80,15 +94,13 @@ def held_out_faces(run_dir: str | Path, config: Any, n: Optional[int] = None) ->
 
     if n is not None:
         n = check_int("n", n, 1, MAX_FACES)
-    faces = api.load_run_data(config)
+    faces = api.run_faces(run_dir, config, data)
     test = np.asarray(Split.load(Path(run_dir) / SPLIT, faces).test)
     if test.size == 0:
         raise RunError(f"{run_dir}: the run's test split is empty (test_fraction=0?)")
     if n is not None:
         test = test[:n]
     return faces.subset(test)
-
-
 
 
 def labels_for(model: GenerativeModel, faces: Faces) -> Optional[np.ndarray]:
@@ -101,20 +113,6 @@ def reference_labels(model: GenerativeModel, n: int) -> Optional[np.ndarray]:
     if not model.conditional:
         return None
     return label_vectors(pd.DataFrame({k: [v] * n for k, v in REFERENCE_LABEL.items()}))
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub markdown table; floats with 4 significant digits, ``None``/NaN as ``–``."""
-    def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and not np.isfinite(v)):
-            return "–"
-        if isinstance(v, (float, np.floating)):
-            return f"{float(v):.4g}"
-        return str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def latent_activity(model: GenerativeModel, faces: Faces) -> np.ndarray:
@@ -136,26 +134,34 @@ def _decode_grid(model: GenerativeModel, z: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- interpolate
 
-def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corners: str = "sample",
-                seed: int = 0, traversal: bool = True) -> Path:
+_CORNER_PLACES = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def interpolate(run_dir: str | os.PathLike, *, grid: int = 9, slerp: bool = False, corners: str = "sample",
+                seed: int = 0, traversal: bool = True, data: Optional[str] = None, save: bool = True,
+                fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
     """The ``grid``×``grid`` face interpolation matrix and a latent traversal figure.
 
     The four corners are drawn from the prior N(0, I) with ``seed`` (``corners="sample"``) or are
     the posterior means of four test faces chosen with ``seed`` (``corners="encode"``). Linear:
     edges straight between their corners, interior bilinear. ``slerp``: the left and right edges
     spherically, then each row spherically between them (:func:`shared.grids.interpolation_matrix`).
+    The figure frames the corners A (top-left), B, C, D (bottom-right) and names them in its title.
     The traversal decodes z = 0 with each of the most active dimensions (by mean KL on test faces)
     set to :data:`TRAVERSAL_VALUES`.
 
-    Writes ``figures/interpolation_{lerp|slerp}_{sample|encode}.png`` and (unless ``traversal`` is
-    False) ``figures/traversal.png``.
+    With ``save``, writes ``figures/interpolation_{lerp|slerp}_{sample|encode}.<fmt>`` and (unless
+    ``traversal`` is False) ``figures/traversal.<fmt>``.
 
     Returns:
-        The run's ``figures`` folder.
+        A :class:`Result`: ``images`` ``(grid, grid, H, W)``; ``table`` one row per corner
+        (``corner``, ``position``, ``source``, ``test_index``, ``img_name``, ``z_norm``);
+        ``extra["traversal"]`` a Result with ``images`` ``(dims, len(TRAVERSAL_VALUES), H, W)`` and a
+        table of the dimensions shown and their mean KL.
 
     Raises:
-        ConfigError: ``grid`` outside [2, :data:`MAX_GRID`], unknown ``corners`` or ``seed`` outside
-            [0, :data:`MAX_SEED`].
+        ConfigError: ``grid`` outside [2, :data:`MAX_GRID`], unknown ``corners``, ``seed`` outside
+            [0, :data:`MAX_SEED`], bad ``fmt``/``dpi``.
         RunError: not a generative run.
     """
     from shared.grids import interpolation_matrix, traversal as traversal_path
@@ -165,38 +171,54 @@ def interpolate(run_dir: str | Path, *, grid: int = 9, slerp: bool = False, corn
         raise ConfigError(f"`corners` must be one of {{'sample', 'encode'}}. Received: corners={corners!r}")
     grid = check_int("grid", grid, 2, MAX_GRID)
     check_int("seed", seed, 0, MAX_SEED)
+    out = OutputWriter(Path(run_dir), save, fmt, dpi)
     run_dir, config, model = open_run(run_dir)
     rng = np.random.default_rng(seed)
-    faces = held_out_faces(run_dir, config, _ACTIVITY_FACES)
+    faces = held_out_faces(run_dir, config, _ACTIVITY_FACES, data=data)
     if corners == "sample":
         z4 = rng.standard_normal((4, model.latent_dim)).astype(np.float32)
+        chosen_idx = [None] * 4
+        names, described = [None] * 4, [f"prior draw {k + 1}" for k in range(4)]
     else:
         if len(faces) < 4:
             raise RunError(f"{run_dir}: corners='encode' needs 4 test faces, the split has {len(faces)}")
-        chosen = faces.subset(np.sort(rng.choice(len(faces), size=4, replace=False)))
+        chosen_idx = [int(i) for i in np.sort(rng.choice(len(faces), size=4, replace=False))]
+        chosen = faces.subset(np.asarray(chosen_idx))
         z4 = np.asarray(model.encode(chosen.floats(), labels_for(model, chosen))[0], dtype=np.float32)
+        names = [str(v) for v in chosen.labels["img_name"]] if "img_name" in chosen.labels else [None] * 4
+        described = [f"test face {i}" for i in chosen_idx]
 
     matrix = interpolation_matrix(z4, grid, slerp=slerp)             # (n, n, D)
     images = _decode_grid(model, matrix)                               # (n, n, H, W)
     kind = "slerp" if slerp else "lerp"
-    figs = figures_dir(run_dir)
-    interpolation_figure(images, figs / f"interpolation_{kind}_{corners}.png",
-                         title=f"{config.model.family} d={model.latent_dim} β={config.model.beta:g}: "
-                               f"{kind}, corners {corners} (seed {seed})")
-
-    if not traversal:
-        log.info("interpolation (%s, %s) written to %s", kind, corners, figs)
-        return figs
-    activity = latent_activity(model, faces)
-    dims = [int(d) for d in np.argsort(-activity, kind="stable")[:min(_TRAVERSAL_DIMS, model.latent_dim)]]
-    paths = traversal_path(np.zeros(model.latent_dim, np.float32), dims, TRAVERSAL_VALUES)  # (k, V, D)
-    rows = _decode_grid(model, np.asarray(paths))                                   # (k, V, H, W)
-    image_grid(list(rows), figs / "traversal.png",
-               row_titles=[f"z{d} (KL {activity[d]:.2f})" for d in dims],
-               col_titles=[f"{v:+.2g}" for v in TRAVERSAL_VALUES],
-               title="latent traversal from z = 0 (most active dimensions)")
-    log.info("interpolation (%s, %s) and traversal figures written to %s", kind, corners, figs)
-    return figs
+    source = "z ~ N(0, I)" if corners == "sample" else "posterior mean of a test face"
+    fig = interpolation_figure(
+        images, title=f"{config.model.family} d={model.latent_dim} β={config.model.beta:g}: {kind} between "
+                      f"{'4 prior draws' if corners == 'sample' else '4 encoded test faces'} (seed {seed})",
+        corners=described)
+    table = pd.DataFrame({"corner": ["A", "B", "C", "D"], "position": list(_CORNER_PLACES),
+                          "source": [source] * 4, "test_index": chosen_idx, "img_name": names,
+                          "z_norm": [float(v) for v in np.linalg.norm(z4, axis=1)]})
+    name = f"interpolation_{kind}_{corners}"
+    out.figure(fig, f"{FIGURES}/{name}")
+    info = {"run_dir": str(run_dir), "grid": grid, "slerp": bool(slerp), "corners": corners, "seed": seed,
+            "latent_dim": int(model.latent_dim)}
+    result = Result(name, fig, images, table, info, out.paths)
+    if traversal:
+        activity = latent_activity(model, faces)
+        dims = [int(d) for d in np.argsort(-activity, kind="stable")[:min(_TRAVERSAL_DIMS, model.latent_dim)]]
+        paths = traversal_path(np.zeros(model.latent_dim, np.float32), dims, TRAVERSAL_VALUES)  # (k, V, D)
+        rows = _decode_grid(model, np.asarray(paths))                                   # (k, V, H, W)
+        tfig = image_grid(list(rows), row_titles=[f"z{d} (KL {activity[d]:.2f})" for d in dims],
+                          col_titles=[f"{v:g}" for v in TRAVERSAL_VALUES],
+                          title="latent traversal from z = 0 (most active dimensions)")
+        written = out.figure(tfig, f"{FIGURES}/traversal")
+        result.extra["traversal"] = Result(
+            "traversal", tfig, rows, pd.DataFrame({"dim": dims, "mean_kl": [float(activity[d]) for d in dims]}),
+            {"values": list(TRAVERSAL_VALUES), "n_faces": len(faces)}, [written] if written else [])
+    log.info("%s%s: %s", name, " and traversal" if traversal else "",
+             ", ".join(map(str, out.paths)) if save else "not saved")
+    return result
 
 
 # --------------------------------------------------------------------------- denoise
@@ -237,20 +259,24 @@ def denoise_table(model: GenerativeModel, clean: np.ndarray, sigmas: Sequence[fl
     return rows, images
 
 
-def denoise(run_dir: str | Path, *, sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.5), n: int = 256,
-            seed: int = 0) -> Path:
+def denoise(run_dir: str | os.PathLike, *, sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.5), n: int = 256,
+            seed: int = 0, data: Optional[str] = None, save: bool = True, fmt: str = "png",
+            dpi: int = DEFAULT_DPI) -> Result:
     """VAE reconstruction vs mean and median filters (3×3) on noisy test faces.
 
-    Writes ``denoise.json`` and ``denoise.md`` (PSNR/SSIM against the clean faces, mean over the
-    first ``n`` test faces) in the run folder and ``figures/denoise.png`` (rows: σ × example;
-    columns: clean | noisy | mean | median | VAE).
+    Scores are PSNR/SSIM against the clean faces, means over the first ``n`` test faces. With
+    ``save``, writes ``denoise.json`` and ``denoise.md`` in the run folder and
+    ``figures/denoise.<fmt>`` (rows: σ × example; columns: clean | noisy | mean | median | VAE).
 
     Returns:
-        The run folder.
+        A :class:`Result`: ``table`` one row per (σ, method) with ``sigma``, ``method``, ``psnr``,
+        ``ssim`` (the ``results`` of ``denoise.json``); ``images``
+        ``(len(sigmas), 5, k, H, W)`` — axis 1 is clean, noisy, mean, median, vae; k = 2 example faces
+        (fewer when ``n`` < 2).
 
     Raises:
         ConfigError: a σ outside (0, 1] (NaN included) or no σ; ``n`` outside [1, :data:`MAX_FACES`];
-            ``seed`` outside [0, :data:`MAX_SEED`].
+            ``seed`` outside [0, :data:`MAX_SEED`]; bad ``fmt``/``dpi``.
         RunError: not a generative run.
     """
     from shared.plotting import image_grid
@@ -263,37 +289,36 @@ def denoise(run_dir: str | Path, *, sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.
         raise ConfigError(f"`sigmas` must be numbers in (0, 1]. Received: sigmas={list(sigmas)}")
     n = check_int("n", n, 1, MAX_FACES)
     check_int("seed", seed, 0, MAX_SEED)
+    out = OutputWriter(Path(run_dir), save, fmt, dpi)
     run_dir, config, model = open_run(run_dir)
-    faces = held_out_faces(run_dir, config, n)
+    faces = held_out_faces(run_dir, config, n, data=data)
     clean = faces.floats()
     rows, images = denoise_table(model, clean, sigmas, seed=seed, labels=labels_for(model, faces))
-    result = {"run_dir": str(run_dir), "n_faces": len(clean), "seed": seed, "sigmas": list(sigmas),
-              "filter_size": 3, "results": rows}
-    atomic_write_json(run_dir / "denoise.json", result)
+    info = {"run_dir": str(run_dir), "n_faces": len(clean), "seed": seed, "sigmas": list(sigmas), "filter_size": 3}
+    out.json("denoise.json", {**info, "results": rows})
     by = {(r["sigma"], r["method"]): r for r in rows}
-    table = markdown_table(["σ"] + [f"{m} PSNR" for m in DENOISERS] + [f"{m} SSIM" for m in DENOISERS],
-                           [[s] + [by[s, m]["psnr"] for m in DENOISERS] + [by[s, m]["ssim"] for m in DENOISERS]
-                            for s in sigmas])
-    atomic_write_text(run_dir / "denoise.md",
-                      f"# Denoising — {len(clean)} test faces, seed {seed}\n\nPSNR (dB) and SSIM against the "
-                      f"clean faces; noisy = input, mean/median = 3×3 filters, vae = reconstruction.\n\n{table}")
+    md = markdown_table(["σ"] + [f"{m} PSNR" for m in DENOISERS] + [f"{m} SSIM" for m in DENOISERS],
+                        [[s] + [by[s, m]["psnr"] for m in DENOISERS] + [by[s, m]["ssim"] for m in DENOISERS]
+                         for s in sigmas])
+    out.text("denoise.md", f"# Denoising — {len(clean)} test faces, seed {seed}\n\nPSNR (dB) and SSIM against the "
+                           f"clean faces; noisy = input, mean/median = 3×3 filters, vae = reconstruction.\n\n{md}")
 
     k = min(2, len(clean))
-    grid_rows, titles = [], []
-    for s in sigmas:
-        for j in range(k):
-            grid_rows.append(np.stack([clean[j]] + [images[s][m][j] for m in DENOISERS]))
-            titles.append(f"σ={s:g} #{j}")
-    image_grid(grid_rows, figures_dir(run_dir) / "denoise.png", row_titles=titles,
-               col_titles=["clean", "noisy", "mean", "median", "VAE"], title="denoising")
-    log.info("denoise table written to %s", run_dir / "denoise.md")
-    return run_dir
+    shown = np.stack([np.stack([clean[:k]] + [images[s][m][:k] for m in DENOISERS]) for s in sigmas])  # (S,5,k,H,W)
+    grid_rows = [shown[i, :, j] for i in range(len(sigmas)) for j in range(k)]
+    titles = [f"σ={s:g} #{j}" for s in sigmas for j in range(k)]
+    fig = image_grid(grid_rows, row_titles=titles, col_titles=["clean", "noisy", "mean", "median", "VAE"],
+                     title=f"denoising: {len(clean)} test faces (PSNR/SSIM in the table)")
+    out.figure(fig, f"{FIGURES}/denoise")
+    log.info("denoise: %s", ", ".join(map(str, out.paths)) if save else "not saved")
+    return Result("denoise", fig, shown, pd.DataFrame(rows), info, out.paths)
 
 
 # --------------------------------------------------------------------------- inpaint
 
-def inpaint(run_dir: str | Path, *, mask: str = "box", method: str = "iterate", n: int = 256, seed: int = 0,
-            iterations: int = 50, steps: int = 200) -> Path:
+def inpaint(run_dir: str | os.PathLike, *, mask: str = "box", method: str = "iterate", n: int = 256, seed: int = 0,
+            iterations: int = 50, steps: int = 200, data: Optional[str] = None, save: bool = True,
+            fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
     """Fill masked regions of test faces and compare with the mean-fill baseline.
 
     Methods: ``decode`` (one-shot reconstruction of the masked face), ``iterate`` (iterative
@@ -302,16 +327,18 @@ def inpaint(run_dir: str | Path, *, mask: str = "box", method: str = "iterate", 
     result keeps the known pixels. Scores: PSNR over the missing pixels only, SSIM over the full
     filled image, mean over faces.
 
-    Writes ``inpaint_{mask}_{method}.json``/``.md`` in the run folder and
-    ``figures/inpaint_{mask}_{method}.png`` (rows: original | masked | mean-fill | method).
+    With ``save``, writes ``inpaint_{mask}_{method}.json``/``.md`` in the run folder and
+    ``figures/inpaint_{mask}_{method}.<fmt>`` (rows: original | masked | mean-fill | method).
 
     Returns:
-        The run folder.
+        A :class:`Result`: ``table`` one row per method (``mean_fill`` and ``method``) with
+        ``method``, ``psnr``, ``ssim``; ``images`` ``(4, k, H, W)`` — original, masked, mean-fill,
+        method for the first k (≤ 8) faces.
 
     Raises:
         ConfigError: unknown ``mask`` or ``method``; ``n``, ``iterations`` or ``steps`` not an integer
             in [1, :data:`MAX_FACES`] / [1, :data:`MAX_ROUNDS`] (checked whatever the method); ``seed``
-            outside [0, :data:`MAX_SEED`].
+            outside [0, :data:`MAX_SEED`]; bad ``fmt``/``dpi``.
         RunError: not a generative run.
     """
     from shared.corruptions import apply_mask, mean_fill
@@ -327,8 +354,9 @@ def inpaint(run_dir: str | Path, *, mask: str = "box", method: str = "iterate", 
     iterations = check_int("iterations", iterations, 1, MAX_ROUNDS)
     steps = check_int("steps", steps, 1, MAX_ROUNDS)
     check_int("seed", seed, 0, MAX_SEED)
+    out = OutputWriter(Path(run_dir), save, fmt, dpi)
     run_dir, config, model = open_run(run_dir)
-    faces = held_out_faces(run_dir, config, n)
+    faces = held_out_faces(run_dir, config, n, data=data)
     clean, labels = faces.floats(), labels_for(model, faces)
     holes = make_mask(mask, len(clean), clean.shape[-1], seed=seed)
     masked = np.asarray(apply_mask(clean, holes, fill=0.0), np.float32)
@@ -339,22 +367,23 @@ def inpaint(run_dir: str | Path, *, mask: str = "box", method: str = "iterate", 
         filled = iterative_projection(model, masked, holes, iterations=iterations, labels=labels, start=baseline)
     else:
         extra = {"labels": labels} if model.conditional else {}  # only conditional (tf) models take labels
-        out = get_backend(config.backend).inpaint_optimize(model, masked, holes, steps=steps, seed=seed, **extra)
-        filled = composite(masked, np.asarray(out, np.float32), holes)
+        got = get_backend(config.backend).inpaint_optimize(model, masked, holes, steps=steps, seed=seed, **extra)
+        filled = composite(masked, np.asarray(got, np.float32), holes)
 
     scores = {"mean_fill": inpaint_metrics(baseline, clean, holes), method: inpaint_metrics(filled, clean, holes)}
     name = f"inpaint_{mask}_{method}"
     settings = {"iterations": iterations} if method == "iterate" else {"steps": steps} if method == "optimize" else {}
-    atomic_write_json(run_dir / f"{name}.json", {
-        "run_dir": str(run_dir), "mask": mask, "method": method, "n_faces": len(clean), "seed": seed,
-        "missing_fraction": float(holes.mean()), **settings, "results": scores})
-    table = markdown_table(["method", "masked-region PSNR (dB)", "SSIM (full image)"],
-                           [[m, s["psnr"], s["ssim"]] for m, s in scores.items()])
-    atomic_write_text(run_dir / f"{name}.md",
-                      f"# Inpainting — {mask} mask, {method}, {len(clean)} test faces, seed {seed}\n\n"
-                      f"{100 * holes.mean():.1f}% of pixels missing.\n\n{table}")
+    info = {"run_dir": str(run_dir), "mask": mask, "method": method, "n_faces": len(clean), "seed": seed,
+            "missing_fraction": float(holes.mean()), **settings}
+    out.json(f"{name}.json", {**info, "results": scores})
+    md = markdown_table(["method", "masked-region PSNR (dB)", "SSIM (full image)"],
+                        [[m, s["psnr"], s["ssim"]] for m, s in scores.items()])
+    out.text(f"{name}.md", f"# Inpainting — {mask} mask, {method}, {len(clean)} test faces, seed {seed}\n\n"
+                           f"{100 * holes.mean():.1f}% of pixels missing.\n\n{md}")
     k = min(_FIGURE_EXAMPLES, len(clean))
-    comparison_rows({"original": clean[:k], "masked": masked[:k], "mean-fill": baseline[:k], method: filled[:k]},
-                    figures_dir(run_dir) / f"{name}.png", title=f"inpainting: {mask} mask, {method}")
-    log.info("inpainting (%s, %s) written to %s", mask, method, run_dir / f"{name}.md")
-    return run_dir
+    shown = {"original": clean[:k], "masked": masked[:k], "mean-fill": baseline[:k], method: filled[:k]}
+    fig = comparison_rows(shown, title=f"inpainting: {mask} mask, {method}")
+    out.figure(fig, f"{FIGURES}/{name}")
+    log.info("%s: %s", name, ", ".join(map(str, out.paths)) if save else "not saved")
+    table = pd.DataFrame([{"method": m, "psnr": float(s["psnr"]), "ssim": float(s["ssim"])} for m, s in scores.items()])
+    return Result(name, fig, np.stack(list(shown.values())).astype(np.float32), table, info, out.paths)

@@ -9,7 +9,10 @@ In a notebook::
 
 Layout of ``out``: one run folder per grid point (``d16_b0.1`` = latent_dim 16, β 0.1), then
 ``sweep.json`` + ``sweep.md`` (the rate–distortion table), ``figures/rate_distortion.png`` and
-``figures/reconstructions.png`` (a row of held-out originals, then one row per model).
+``figures/reconstructions.png`` (a row of held-out originals, then one row per model). The call
+returns a :class:`shared.results.Result` (``.table``: one row per grid point; ``.figure``: the
+rate–distortion plot); ``save=False`` skips the table and figure files (the runs are still trained
+into ``out``), ``fmt``/``dpi`` choose the figures' format (png, pdf, svg) and resolution.
 
 Resuming: a grid point whose folder already holds a finished evaluation (``eval.json`` on the test
 split) is skipped; one with a ``config.json`` but no evaluation is resumed from its last checkpoint
@@ -22,19 +25,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from shared import api
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
-from shared.runs import (CONFIG, EVAL, FIGURES, LOCK, SPLIT, atomic_write_json, atomic_write_text, figures_dir,
-                         has_any_checkpoint, load_run_config, lock_run)
-from shared.studio import labels_for, markdown_table
+from shared.results import DEFAULT_DPI, OutputWriter, Result, markdown_table
+from shared.runs import CONFIG, EVAL, FIGURES, LOCK, SPLIT, has_any_checkpoint, load_run_config, lock_run
+from shared.studio import labels_for
 
 __all__ = ["sweep", "run_name", "ensure_run", "METRIC_KEYS", "SWEEP_IWAE_K", "RECONSTRUCTION_FACES"]
 
@@ -128,8 +133,9 @@ def _same_test_split(run_dirs: Sequence[Path], config: RunConfig) -> np.ndarray:
     return first
 
 
-def _reconstructions_figure(run_dirs: Sequence[Path], names: Sequence[str], config: RunConfig,
-                            test: np.ndarray, path: Path) -> None:
+def _reconstructions(run_dirs: Sequence[Path], names: Sequence[str], config: RunConfig,
+                     test: np.ndarray) -> tuple[Any, np.ndarray]:
+    """The figure and images ``(1 + runs, k, H, W)``: held-out originals, then each model's reconstruction."""
     from shared.plotting import comparison_rows
 
     faces = api.load_run_data(config).subset(test[:RECONSTRUCTION_FACES])
@@ -137,7 +143,8 @@ def _reconstructions_figure(run_dirs: Sequence[Path], names: Sequence[str], conf
     for run_dir, name in zip(run_dirs, names):
         model = api.load_model(run_dir)
         rows[name] = np.asarray(model.reconstruct(faces.floats(), labels_for(model, faces)), np.float32)
-    comparison_rows(rows, path, title="held-out faces and every model's reconstruction")
+    fig = comparison_rows(rows, title="held-out faces and every model's reconstruction")
+    return fig, np.stack(list(rows.values())).astype(np.float32)
 
 
 _RUN_NAME = re.compile(r"d\d+_b(?:[0-9.e+-]+|inf|nan)")  # run_name's pattern
@@ -166,8 +173,8 @@ def _check_sweep_folder(out: Path) -> None:
                        f"choose another --out (a new or empty folder)")
 
 
-def sweep(base: RunConfig, out: str | Path, *, latent_dims: Sequence[int], betas: Sequence[float],
-          iwae_k: int = SWEEP_IWAE_K) -> Path:
+def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int], betas: Sequence[float],
+          iwae_k: int = SWEEP_IWAE_K, save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
     """Train and evaluate the ``latent_dims`` × ``betas`` grid of ``base`` into ``out``.
 
     Every grid point copies ``base`` with ``model.latent_dim`` and ``model.beta`` replaced, so all
@@ -179,12 +186,18 @@ def sweep(base: RunConfig, out: str | Path, *, latent_dims: Sequence[int], betas
         latent_dims: latent sizes.
         betas: KL weights.
         iwae_k: importance samples of the IWAE column.
+        save: write ``sweep.json``, ``sweep.md`` and the figures (the runs are written regardless).
+        fmt, dpi: figure format (png, pdf, svg) and resolution.
 
     Returns:
-        ``out``.
+        A :class:`Result`: ``table`` one row per grid point (``name``, ``run_dir``, ``latent_dim``,
+        ``beta``, ``rate``, ``distortion``, ``neg_elbo``, ``iwae``, ``psnr``, ``ssim`` — the ``runs``
+        of ``sweep.json``), ``figure`` the rate–distortion plot (``None`` when no run reports rate
+        and distortion), ``images`` ``(1 + runs, k, H, W)`` the reconstructions figure's rows,
+        ``extra["reconstructions"]`` that figure as a Result; ``info["out"]`` is the sweep folder.
 
     Raises:
-        ConfigError: empty grid, or ``base`` is not a generative family.
+        ConfigError: empty grid, ``base`` is not a generative family, bad ``fmt``/``dpi``.
         RunError: ``out`` is not a sweep folder or is in use by another sweep, or a folder in it
             holds a different run.
     """
@@ -196,14 +209,15 @@ def sweep(base: RunConfig, out: str | Path, *, latent_dims: Sequence[int], betas
     for d in latent_dims:  # every grid point is validated before the first one trains
         for b in betas:
             dataclasses.replace(base.model, latent_dim=d, beta=b)
+    writer = OutputWriter(Path(out), save, fmt, dpi)
     out = Path(out)
     _check_sweep_folder(out)
     with lock_run(out):  # one sweep at a time writes sweep.json / sweep.md / figures
-        return _sweep_locked(base, out, latent_dims, betas, iwae_k)
+        return _sweep_locked(base, out, latent_dims, betas, iwae_k, writer)
 
 
 def _sweep_locked(base: RunConfig, out: Path, latent_dims: Sequence[int], betas: Sequence[float],
-                  iwae_k: int) -> Path:
+                  iwae_k: int, writer: OutputWriter) -> Result:
     grid = [(int(d), float(b)) for d in dict.fromkeys(latent_dims) for b in dict.fromkeys(betas)]
     rows, run_dirs, names = [], [], []
     for d, b in tqdm(grid, desc="sweep", disable=None):
@@ -216,20 +230,29 @@ def _sweep_locked(base: RunConfig, out: Path, latent_dims: Sequence[int], betas:
         names.append(f"d={d} β={b:g}")
     test = _same_test_split(run_dirs, base)
 
-    atomic_write_json(out / "sweep.json", {"backend": base.backend, "family": base.model.family,
-                                           "data": base.data.spec, "split_seed": base.data.split_seed,
-                                           "n_test": int(len(test)), "iwae_k": iwae_k, "runs": rows})
+    info = {"out": str(out), "backend": base.backend, "family": base.model.family, "data": base.data.spec,
+            "split_seed": base.data.split_seed, "n_test": int(len(test)), "iwae_k": iwae_k}
+    writer.json("sweep.json", {**info, "runs": rows})
     columns = ["latent dim", "β", "rate (nats)", "distortion (nats)", "−ELBO", f"IWAE-{iwae_k} (−log p)",
                "PSNR (dB)", "SSIM"]
     table = markdown_table(columns, [[r["latent_dim"], r["beta"], r["rate"], r["distortion"], r["neg_elbo"],
                                       r["iwae"], r["psnr"], r["ssim"]] for r in rows])
-    atomic_write_text(out / "sweep.md", f"# Sweep — {base.backend}/{base.model.family} on {base.data.spec}\n\n"
-                                        f"Test split ({len(test)} faces), per-image means.\n\n{table}")
-    figs = figures_dir(out)
+    writer.text("sweep.md", f"# Sweep — {base.backend}/{base.model.family} on {base.data.spec}\n\n"
+                            f"Test split ({len(test)} faces), per-image means.\n\n{table}")
     from shared.plotting import rate_distortion_figure
-    points = [dict(rate=r["rate"], distortion=r["distortion"], label=n)
+    points = [dict(rate=r["rate"], distortion=r["distortion"], label=n, group=f"β={r['beta']:g}")
               for r, n in zip(rows, names) if r["rate"] is not None and r["distortion"] is not None]
-    rate_distortion_figure(points, figs / "rate_distortion.png")
-    _reconstructions_figure(run_dirs, names, base, test, figs / "reconstructions.png")
-    log.info("sweep of %d runs written to %s", len(rows), out)
-    return out
+    fig = None
+    if points:
+        fig = rate_distortion_figure(points, title=f"rate–distortion: {base.backend}/{base.model.family} on "
+                                                   f"{base.data.spec} ({len(test)} test faces, mean per face)")
+        writer.figure(fig, f"{FIGURES}/rate_distortion")
+    else:
+        log.warning("no run reports rate and distortion: no rate–distortion figure")
+    rec_fig, rec_images = _reconstructions(run_dirs, names, base, test)
+    first = len(writer.paths)
+    writer.figure(rec_fig, f"{FIGURES}/reconstructions")
+    recon = Result("reconstructions", rec_fig, rec_images, None, {"rows": ["originals", *names]},
+                   writer.paths[first:])
+    log.info("sweep of %d runs in %s%s", len(rows), out, "" if writer.save else " (table and figures not saved)")
+    return Result("sweep", fig, rec_images, pd.DataFrame(rows), info, writer.paths, {"reconstructions": recon})

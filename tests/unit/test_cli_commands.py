@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -29,12 +30,22 @@ def test_train_writes_a_complete_run_folder(run):
 def test_evaluate_interpolate_denoise_inpaint(run, capsys):
     assert main(["evaluate", str(run), "--iwae-k", "2"]) == 0
     assert json.loads((run / "eval.json").read_text())["n_faces"] > 0
+    assert f"wrote: {run / 'eval.json'}" in capsys.readouterr().out
     assert main(["interpolate", str(run), "--grid", "3", "--slerp"]) == 0
     assert (run / "figures" / "interpolation_slerp_sample.png").is_file()
+    assert f"wrote: {run / 'figures' / 'interpolation_slerp_sample.png'}" in capsys.readouterr().out
     assert main(["denoise", str(run), "--sigmas", "0.1,0.3", "--n", "4"]) == 0
-    assert main(["inpaint", str(run), "--mask", "random", "--method", "optimize", "--n", "4", "--steps", "3"]) == 0
     out = capsys.readouterr().out
-    assert "metrics written to" in out and "results written to" in out
+    assert "median" in out and "psnr" in out  # the table, not only where it was written
+    assert main(["inpaint", str(run), "--mask", "random", "--method", "optimize", "--n", "4", "--steps", "3"]) == 0
+    written = [line[len("wrote: "):] for line in capsys.readouterr().out.splitlines() if line.startswith("wrote: ")]
+    assert written and all(Path(p).is_file() for p in written)
+
+
+def test_figure_format_and_dpi_reach_the_files(run, capsys):
+    assert main(["interpolate", str(run), "--grid", "2", "--format", "pdf", "--dpi", "50"]) == 0
+    pdfs = [line.split(" ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.endswith(".pdf")]
+    assert pdfs and all(Path(p).read_bytes().startswith(b"%PDF") for p in pdfs)
 
 
 def test_existing_run_is_not_overwritten(run, capsys):

@@ -59,4 +59,5 @@ def test_evaluate_on_other_data_works_when_the_runs_own_data_is_gone(tmp_path):
     csv.unlink()
     result = api.evaluate(run, data="synthetic:40", iwae_k=1)
     assert result["n_faces"] == 40 and "mean_face_psnr" not in result
-    assert json.loads((run / "eval.json").read_text())["n_faces"] == 40
+    assert json.loads((run / "eval_synthetic_40.json").read_text())["n_faces"] == 40
+    assert not (run / "eval.json").exists()  # the test-split file is never overwritten by other data

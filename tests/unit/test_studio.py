@@ -1,17 +1,25 @@
-"""Studio commands (interpolate, denoise, inpaint) on a fake linear "PCA VAE" satisfying the protocol."""
+"""Studio commands (interpolate, denoise, inpaint) on a fake linear "PCA VAE" satisfying the protocol.
+
+Each returns a Result (figure, images, table); ``save=False`` writes nothing into the run folder.
+"""
 from __future__ import annotations
 
 import json
+import os
 import types
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
 from shared import api, studio
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
 from shared.inpainting import composite, inpaint_metrics, iterative_projection, make_mask
 from shared.protocol import GenerativeModel, as_unit_float
+from shared.results import Result
 
 SIZE = 32
 
@@ -74,6 +82,21 @@ def test_fake_model_satisfies_protocol(fake_run):
     assert isinstance(fake_run.model, GenerativeModel)
 
 
+def listing(folder: Path) -> list[str]:
+    """Every file and folder under ``folder`` (relative), to compare before and after a call."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+class RunPath(os.PathLike):
+    """A PathLike that is not a str or Path (as a Run object would be)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
 class TestHelpers:
     def test_test_faces_are_the_split_test_faces(self, fake_run):
         got = studio.held_out_faces(fake_run.dir, fake_run.config, 5)
@@ -90,18 +113,11 @@ class TestHelpers:
 
 
 class TestInterpolate:
-    def _capture(self, monkeypatch):
-        import shared.plotting as plotting
-        seen = {}
-        monkeypatch.setattr(plotting, "interpolation_figure", lambda images, path, title=None: seen.update(images=images))
-        return seen
-
-    def test_sampled_corners_and_edges(self, fake_run, monkeypatch):
+    def test_sampled_corners_and_edges(self, fake_run):
         from shared.grids import lerp
 
-        seen = self._capture(monkeypatch)
-        figs = studio.interpolate(fake_run.dir, grid=5, seed=3)
-        images, m = seen["images"], fake_run.model
+        res = studio.interpolate(fake_run.dir, grid=5, seed=3)
+        images, m = res.images, fake_run.model
         assert images.shape == (5, 5, SIZE, SIZE)
         z4 = np.random.default_rng(3).standard_normal((4, 4)).astype(np.float32)
         corners = m.decode(z4)
@@ -111,30 +127,59 @@ class TestInterpolate:
         np.testing.assert_allclose(images[0, 2], m.decode(np.asarray(lerp(z4[0], z4[1], 0.5))[None])[0], atol=1e-5)
         # left edge: linear between the two left corners
         np.testing.assert_allclose(images[1, 0], m.decode(np.asarray(lerp(z4[0], z4[2], 0.25))[None])[0], atol=1e-5)
-        assert (figs / "traversal.png").is_file()
+        assert (fake_run.dir / "figures" / "traversal.png").is_file()
+        assert list(res.table["corner"]) == ["A", "B", "C", "D"]
+        np.testing.assert_allclose(res.table["z_norm"], np.linalg.norm(z4, axis=1), rtol=1e-5)
 
-    def test_encoded_corners_are_reconstructions(self, fake_run, monkeypatch):
-        seen = self._capture(monkeypatch)
-        figs = studio.interpolate(fake_run.dir, grid=3, corners="encode", seed=1, traversal=False)
-        assert not (figs / "traversal.png").exists()
+    def test_encoded_corners_are_reconstructions(self, fake_run):
+        res = studio.interpolate(fake_run.dir, grid=3, corners="encode", seed=1, traversal=False)
+        assert not (fake_run.dir / "figures" / "traversal.png").exists() and "traversal" not in res.extra
         faces = studio.held_out_faces(fake_run.dir, fake_run.config, 512)
         chosen = np.sort(np.random.default_rng(1).choice(len(faces), size=4, replace=False))
         rec = fake_run.model.reconstruct(faces.floats()[chosen])
-        got = seen["images"]
+        got = res.images
         np.testing.assert_allclose(np.stack([got[0, 0], got[0, -1], got[-1, 0], got[-1, -1]]), rec, atol=1e-5)
+        # the table says which test faces the corners are, and the figure's title names them
+        assert list(res.table["test_index"]) == [int(i) for i in chosen]
+        assert list(res.table["img_name"]) == list(faces.labels["img_name"].iloc[chosen])
+        assert f"A = test face {chosen[0]}" in res.figure._suptitle.get_text()
 
     def test_figures_written_and_traversal_ranks_dimension_0_first(self, fake_run):
-        figs = studio.interpolate(fake_run.dir, grid=3, slerp=True)
+        res = studio.interpolate(fake_run.dir, grid=3, slerp=True)
+        figs = fake_run.dir / "figures"
         assert (figs / "interpolation_slerp_sample.png").stat().st_size > 1000
         assert (figs / "traversal.png").stat().st_size > 1000
+        assert sorted(res.paths) == [figs / "interpolation_slerp_sample.png", figs / "traversal.png"]
+        trav = res.extra["traversal"]
+        assert isinstance(trav, Result) and trav.paths == [figs / "traversal.png"]
+        assert trav.images.shape == (4, len(studio.TRAVERSAL_VALUES), SIZE, SIZE)
         faces = studio.held_out_faces(fake_run.dir, fake_run.config)
         activity = studio.latent_activity(fake_run.model, faces)
         assert activity.shape == (4,) and int(np.argmax(activity)) == 0
+        assert trav.table["dim"].iloc[0] == 0 and trav.table["mean_kl"].is_monotonic_decreasing
 
-    @pytest.mark.parametrize("kw", [dict(grid=1), dict(corners="faces")])
+    def test_save_false_writes_nothing_and_returns_everything(self, fake_run):
+        before = listing(fake_run.dir)
+        res = studio.interpolate(fake_run.dir, grid=4, save=False)
+        assert listing(fake_run.dir) == before and res.paths == [] and res.extra["traversal"].paths == []
+        assert isinstance(res.figure, Figure) and res.images.shape == (4, 4, SIZE, SIZE)
+        assert isinstance(res.extra["traversal"].figure, Figure)
+        assert res._repr_png_().startswith(b"\x89PNG")
+
+    @pytest.mark.parametrize("fmt, magic", [("pdf", b"%PDF"), ("svg", b"<?xml")])
+    def test_format_and_pathlike_run(self, fake_run, fmt, magic):
+        res = studio.interpolate(RunPath(fake_run.dir), grid=3, fmt=fmt, dpi=72, traversal=False)
+        assert res.paths == [fake_run.dir / "figures" / f"interpolation_lerp_sample.{fmt}"]
+        assert res.paths[0].read_bytes().startswith(magic)
+        assert not (fake_run.dir / "figures" / "interpolation_lerp_sample.png").exists()
+
+    @pytest.mark.parametrize("kw", [dict(grid=1), dict(corners="faces"), dict(fmt="jpg"), dict(dpi=5),
+                                    dict(save="yes")])
     def test_bad_arguments(self, fake_run, kw):
+        before = listing(fake_run.dir)
         with pytest.raises(ConfigError):
             studio.interpolate(fake_run.dir, **kw)
+        assert listing(fake_run.dir) == before
 
 
 class IdentityModel(LinearVAE):
@@ -161,7 +206,8 @@ class TestDenoise:
         np.testing.assert_allclose(images[0.05]["median"], median_filter(noisy))
 
     def test_outputs(self, fake_run):
-        run = studio.denoise(fake_run.dir, sigmas=(0.1, 0.3), n=6)
+        res = studio.denoise(fake_run.dir, sigmas=(0.1, 0.3), n=6)
+        run = fake_run.dir
         result = json.loads((run / "denoise.json").read_text())
         assert result["n_faces"] == 6 and result["sigmas"] == [0.1, 0.3]
         assert {(r["sigma"], r["method"]) for r in result["results"]} == {
@@ -171,6 +217,28 @@ class TestDenoise:
         assert (run / "figures" / "denoise.png").is_file()
         noisy = {r["sigma"]: r["psnr"] for r in result["results"] if r["method"] == "noisy"}
         assert noisy[0.1] > noisy[0.3]
+        assert sorted(res.paths) == sorted([run / "denoise.json", run / "denoise.md", run / "figures" / "denoise.png"])
+        assert all(p.is_file() for p in res.paths)
+        # the table is the json's results, row for row
+        pd.testing.assert_frame_equal(res.table, pd.DataFrame(result["results"]), check_like=True)
+        assert res.info["n_faces"] == 6 and res.info["sigmas"] == [0.1, 0.3]
+
+    def test_images_are_what_the_table_scores(self, fake_run):
+        from shared.image_metrics import psnr
+
+        res = studio.denoise(fake_run.dir, sigmas=(0.1, 0.3), n=2, save=False)
+        assert res.images.shape == (2, 1 + len(studio.DENOISERS), 2, SIZE, SIZE)
+        clean = studio.held_out_faces(fake_run.dir, fake_run.config, 2).floats()
+        np.testing.assert_allclose(res.images[1, 0], clean)          # axis 1: clean first
+        row = res.table[(res.table["sigma"] == 0.3) & (res.table["method"] == "median")]
+        assert float(row["psnr"].iloc[0]) == pytest.approx(float(np.mean(psnr(res.images[1, 3], clean))), rel=1e-5)
+
+    def test_save_false_writes_nothing(self, fake_run):
+        before = listing(fake_run.dir)
+        res = studio.denoise(fake_run.dir, sigmas=(0.2,), n=3, save=False)
+        assert listing(fake_run.dir) == before and res.paths == []
+        assert isinstance(res.figure, Figure) and len(res.table) == len(studio.DENOISERS)
+        assert list(res.table.columns) == ["sigma", "method", "psnr", "ssim"]
 
     def test_bad_sigma(self, fake_run):
         with pytest.raises(ConfigError, match="sigmas"):
@@ -217,12 +285,20 @@ class TestInpaintPieces:
 class TestInpaint:
     @pytest.mark.parametrize("mask", ["box", "random"])
     def test_iterate_outputs(self, fake_run, mask):
-        run = studio.inpaint(fake_run.dir, mask=mask, method="iterate", n=6, iterations=4)
+        res = studio.inpaint(fake_run.dir, mask=mask, method="iterate", n=6, iterations=4)
+        run = fake_run.dir
         result = json.loads((run / f"inpaint_{mask}_iterate.json").read_text())
         assert set(result["results"]) == {"mean_fill", "iterate"}
         assert result["n_faces"] == 6 and result["iterations"] == 4
         assert (run / f"inpaint_{mask}_iterate.md").is_file()
         assert (run / "figures" / f"inpaint_{mask}_iterate.png").is_file()
+        assert len(res.paths) == 3 and all(p.is_file() for p in res.paths)
+        table = res.table.set_index("method")
+        assert list(table.index) == ["mean_fill", "iterate"]
+        for method, scores in result["results"].items():
+            assert table.loc[method, "psnr"] == pytest.approx(scores["psnr"])
+            assert table.loc[method, "ssim"] == pytest.approx(scores["ssim"])
+        assert res.images.shape == (4, 6, SIZE, SIZE)       # original, masked, mean-fill, iterate
         # the method never sees the hidden pixels: every input agrees with the masked faces off the mask
         holes = make_mask(mask, 6, SIZE, seed=0)
         clean = studio.held_out_faces(fake_run.dir, fake_run.config, 6).floats()
@@ -230,9 +306,18 @@ class TestInpaint:
             np.testing.assert_array_equal(seen[~holes], clean[~holes])
         assert not np.allclose(fake_run.model.seen[0][holes], clean[holes])
 
+    def test_save_false_writes_nothing(self, fake_run):
+        before = listing(fake_run.dir)
+        res = studio.inpaint(fake_run.dir, mask="random", method="decode", n=3, save=False)
+        assert listing(fake_run.dir) == before and res.paths == []
+        assert isinstance(res.figure, Figure) and res.images.shape == (4, 3, SIZE, SIZE)
+        assert list(res.table["method"]) == ["mean_fill", "decode"]
+        holes = make_mask("random", 3, SIZE, seed=0)
+        np.testing.assert_array_equal(res.images[1][holes], 0.0)  # the masked row has its holes blanked
+
     def test_decode_beats_nothing_on_box(self, fake_run):
-        run = studio.inpaint(fake_run.dir, mask="box", method="decode", n=8)
-        res = json.loads((run / "inpaint_box_decode.json").read_text())["results"]
+        studio.inpaint(fake_run.dir, mask="box", method="decode", n=8)
+        res = json.loads((fake_run.dir / "inpaint_box_decode.json").read_text())["results"]
         assert np.isfinite(res["decode"]["psnr"]) and 0 < res["decode"]["ssim"] <= 1
 
     def test_optimize_calls_backend_with_masked_images(self, fake_run, monkeypatch):
@@ -245,10 +330,10 @@ class TestInpaint:
 
         monkeypatch.setattr(registry, "get_backend", lambda name=None: types.SimpleNamespace(
             inpaint_optimize=inpaint_optimize))
-        run = studio.inpaint(fake_run.dir, mask="box", method="optimize", n=4, seed=5, steps=7)
+        studio.inpaint(fake_run.dir, mask="box", method="optimize", n=4, seed=5, steps=7)
         assert calls["steps"] == 7 and calls["seed"] == 5
         assert np.all(calls["images"][calls["mask"]] == 0.0)   # hidden pixels were blanked
-        result = json.loads((run / "inpaint_box_optimize.json").read_text())
+        result = json.loads((fake_run.dir / "inpaint_box_optimize.json").read_text())
         assert result["steps"] == 7 and set(result["results"]) == {"mean_fill", "optimize"}
 
     def test_bad_method(self, fake_run):
@@ -279,6 +364,9 @@ class ConditionalLinearVAE(LinearVAE):
         self.seen.append(np.array(images, dtype=np.float32))
         return super().decode(super().encode(images)[0])
 
+    def sample(self, n, seed, labels=None):
+        return self.decode(np.random.default_rng(seed).standard_normal((n, self.latent_dim)), labels)
+
 
 class TestConditional:
     @pytest.fixture()
@@ -305,3 +393,55 @@ class TestConditional:
             inpaint_optimize=lambda model, images, mask, *, steps, seed, labels: got.update(labels=labels) or images))
         studio.inpaint(fake_run.dir, method="optimize", n=4)
         np.testing.assert_array_equal(got["labels"], label_vectors(fake_run.test.labels.head(4)))
+
+
+class TestConditionalResults:
+    """shared.conditional on the fake conditional model: Results, and save=False writes nothing."""
+
+    @pytest.fixture()
+    def cond(self, fake_run, monkeypatch):
+        model = ConditionalLinearVAE(fake_run.test.images, 4, fake_run.config)
+        monkeypatch.setattr(api, "load_model", lambda run_dir: model)
+        return model
+
+    def test_generate(self, fake_run, cond):
+        from shared.conditional import generate
+
+        before = listing(fake_run.dir)
+        res = generate(fake_run.dir, gender=1, ethnicity="Asian", age=30, n=5, seed=2, save=False)
+        assert listing(fake_run.dir) == before and res.paths == []
+        assert isinstance(res.figure, Figure) and res.images.shape == (5, SIZE, SIZE)
+        saved = generate(RunPath(fake_run.dir), gender=1, ethnicity="Asian", age=30, n=5, seed=2, fmt="svg")
+        stem = fake_run.dir / "generated" / "female_asian_age30_seed2"
+        assert saved.paths == [stem.with_suffix(".npy"), stem.with_suffix(".svg")]
+        np.testing.assert_array_equal(np.load(stem.with_suffix(".npy")), res.images)
+        assert stem.with_suffix(".svg").read_bytes().startswith(b"<?xml")
+
+    def test_attribute_grid(self, fake_run, cond):
+        from shared.conditional import attribute_grid
+
+        before = listing(fake_run.dir)
+        res = attribute_grid(fake_run.dir, seed=1, save=False)
+        assert listing(fake_run.dir) == before
+        assert res.images.shape == (2, 5, 5, SIZE, SIZE) and len(res.table) == 50
+        assert set(res.extra) == {"male", "female"}
+        # the table lists the cells in images order: the female Black 60+ cell
+        row = res.table.iloc[25 + 5 + 4]
+        assert (row["gender"], row["ethnicity"], row["age_band"]) == ("female", "Black", "60+")
+        res = attribute_grid(fake_run.dir, seed=1)
+        names = sorted(p.name for p in res.paths)
+        assert names == ["attribute_grid_female.npy", "attribute_grid_female.png", "attribute_grid_male.npy",
+                         "attribute_grid_male.png"]
+        np.testing.assert_array_equal(np.load(fake_run.dir / "generated" / "attribute_grid_female.npy"),
+                                      res.images[1])
+
+    def test_edit_attributes(self, fake_run, cond):
+        from shared.conditional import edit_attributes
+
+        before = listing(fake_run.dir)
+        res = edit_attributes(fake_run.dir, n=3, save=False)
+        assert listing(fake_run.dir) == before
+        assert res.images.shape == (3, 13, SIZE, SIZE) and len(res.info["columns"]) == 13
+        assert list(res.table["img_name"]) == list(fake_run.test.labels["img_name"].head(3))
+        saved = edit_attributes(fake_run.dir, n=3, fmt="pdf", dpi=50)
+        assert [p.name for p in saved.paths] == ["attribute_edits.npy", "attribute_edits.pdf"]

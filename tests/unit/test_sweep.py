@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
 from shared import api
 from shared.errors import ConfigError, RunError
@@ -80,7 +82,9 @@ def test_run_name():
 
 
 def test_sweep_writes_table_and_figures(fake, base, tmp_path):
-    out = sweep(base, tmp_path / "sw", latent_dims=(2, 4), betas=(0.1, 1.0), iwae_k=3)
+    res = sweep(base, tmp_path / "sw", latent_dims=(2, 4), betas=(0.1, 1.0), iwae_k=3)
+    out = tmp_path / "sw"
+    assert res.info["out"] == str(out)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("d")) == ["d2_b0.1", "d2_b1", "d4_b0.1", "d4_b1"]
     result = json.loads((out / "sweep.json").read_text())
     assert [(r["latent_dim"], r["beta"]) for r in result["runs"]] == [(2, 0.1), (2, 1.0), (4, 0.1), (4, 1.0)]
@@ -92,6 +96,30 @@ def test_sweep_writes_table_and_figures(fake, base, tmp_path):
     assert (out / "sweep.md").read_text().count("\n| ") == 5      # header + 4 runs
     assert (out / "figures" / "rate_distortion.png").is_file()
     assert (out / "figures" / "reconstructions.png").is_file()
+    # the result: one table row per grid point, equal to sweep.json's runs
+    pd.testing.assert_frame_equal(res.table, pd.DataFrame(result["runs"]), check_like=True)
+    assert sorted(p.name for p in res.paths) == ["rate_distortion.png", "reconstructions.png", "sweep.json", "sweep.md"]
+    assert isinstance(res.figure, Figure) and "nats/face" in res.figure.axes[0].get_xlabel()
+    assert res.figure.axes[0].get_title().startswith("rate–distortion")
+    assert res.images.shape[:2] == (5, min(8, result["n_test"]))          # originals + 4 models
+    assert res.extra["reconstructions"].paths == [out / "figures" / "reconstructions.png"]
+
+
+def test_sweep_save_false_and_format(fake, base, tmp_path):
+    out = tmp_path / "sw"
+    res = sweep(base, out, latent_dims=(2,), betas=(1.0,), save=False)
+    assert not (out / "sweep.json").exists() and not (out / "sweep.md").exists() and not (out / "figures").exists()
+    assert res.paths == [] and len(res.table) == 1 and isinstance(res.figure, Figure)
+    assert (out / "d2_b1" / "eval.json").is_file()                      # the run itself is trained
+    res = sweep(base, out, latent_dims=(2,), betas=(1.0,), fmt="svg")   # the finished run is reused
+    assert (out / "figures" / "rate_distortion.svg").read_bytes().startswith(b"<?xml")
+    assert fake.trained == [("d2_b1", False)]
+
+
+def test_bad_format_refused_before_training(fake, base, tmp_path):
+    with pytest.raises(ConfigError, match="`fmt`"):
+        sweep(base, tmp_path / "sw", latent_dims=(2,), betas=(1.0,), fmt="gif")
+    assert fake.trained == [] and not (tmp_path / "sw").exists()
 
 
 def test_rerun_skips_complete_runs_and_resumes_incomplete(fake, base, tmp_path):
@@ -194,7 +222,8 @@ def test_bad_grid(base, tmp_path):
 def test_reconstruction_rows_use_the_same_test_faces(fake, base, tmp_path, monkeypatch):
     import shared.plotting as plotting
     seen = {}
-    monkeypatch.setattr(plotting, "comparison_rows", lambda rows, path, title=None: seen.update(rows=rows))
+    monkeypatch.setattr(plotting, "comparison_rows",
+                        lambda rows, path=None, title=None, **kw: seen.update(rows=rows) or Figure())
     sweep(base, tmp_path / "sw", latent_dims=(2, 4), betas=(1.0,))
     rows = seen["rows"]
     assert list(rows) == ["originals", "d=2 β=1", "d=4 β=1"]

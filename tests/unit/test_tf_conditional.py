@@ -54,28 +54,34 @@ class TestLabels:
 
 class TestGeneration:
     def test_generate_writes_figure_and_images(self, cvae_run):
-        path = generate(cvae_run, gender=1, ethnicity=2, age=30, n=5, seed=3)
-        assert path.parent == cvae_run / GENERATED and path.suffix == ".png" and path.stat().st_size > 0
-        images = np.load(path.with_suffix(".npy"))
+        res = generate(cvae_run, gender=1, ethnicity=2, age=30, n=5, seed=3)
+        npy, png = res.paths
+        assert npy.parent == cvae_run / GENERATED and png.suffix == ".png" and png.stat().st_size > 0
+        images = np.load(npy)
         assert images.shape == (5, 32, 32) and 0 <= images.min() and images.max() <= 1
-        again = generate(cvae_run, gender="female", ethnicity="Asian", age=30, n=5, seed=3)
-        np.testing.assert_array_equal(images, np.load(again.with_suffix(".npy")))
-        other = generate(cvae_run, gender=0, ethnicity=2, age=30, n=5, seed=3)
-        assert np.abs(np.load(other.with_suffix(".npy")) - images).max() > 0
+        np.testing.assert_array_equal(images, res.images)
+        again = generate(cvae_run, gender="female", ethnicity="Asian", age=30, n=5, seed=3, save=False)
+        np.testing.assert_array_equal(images, again.images)
+        assert again.paths == []
+        other = generate(cvae_run, gender=0, ethnicity=2, age=30, n=5, seed=3, save=False)
+        assert np.abs(other.images - images).max() > 0
 
     def test_attribute_grid_one_figure_per_gender(self, cvae_run):
-        out = attribute_grid(cvae_run, seed=1)
-        for gender in ("male", "female"):
+        res = attribute_grid(cvae_run, seed=1)
+        out = cvae_run / GENERATED
+        for g, gender in enumerate(("male", "female")):
             assert (out / f"attribute_grid_{gender}.png").stat().st_size > 0
             grid = np.load(out / f"attribute_grid_{gender}.npy")
             assert grid.shape == (5, 5, 32, 32)
+            np.testing.assert_array_equal(grid, res.images[g])
             assert np.abs(grid[0, 0] - grid[1, 0]).max() > 0  # ethnicity changes the face
 
     def test_edit_attributes(self, cvae_run):
-        path = edit_attributes(cvae_run, n=2)
-        grid = np.load(path.with_suffix(".npy"))
-        assert grid.shape == (2, 1 + 1 + 1 + 5 + 5, 32, 32)
+        res = edit_attributes(cvae_run, n=2)
+        grid = np.load(res.paths[0])
+        assert res.paths[0].suffix == ".npy" and grid.shape == (2, 1 + 1 + 1 + 5 + 5, 32, 32)
         assert np.abs(grid[:, 1] - grid[:, 2]).max() > 0  # gender flip changes the decoding
+        assert len(res.table) == 2 and res.info["columns"][2] == "gender flipped"
 
     def test_generate_rejects_bad_n_and_unconditional_runs(self, cvae_run, tmp_path):
         with pytest.raises(ConfigError, match="`n`"):
@@ -129,7 +135,8 @@ class TestGenerateCLI:
         assert main(["generate", str(cvae_run), "--gender", "0", "--ethnicity", "1", "--age", "40", "--n", "3",
                      "--grid", "--edit", "2"]) == 0
         out = capsys.readouterr().out
-        assert "faces written to" in out and "attribute grids written to" in out and "attribute edits" in out
+        for name in ("male_black_age40_seed0.png", "attribute_grid_female.png", "attribute_edits.png"):
+            assert name in out and (cvae_run / GENERATED / name).is_file()
         assert (cvae_run / GENERATED / "male_black_age40_seed0.npy").is_file()
 
     def test_partial_labels_exit_2_with_a_message(self, cvae_run, capsys):

@@ -181,8 +181,12 @@ class TestStopping:
         training.fit(engine, _config(epochs=10, early_stopping=2), tmp_path)
         assert len(read_metrics(tmp_path)) == 3
         store = engine.store
-        training.fit(NumpyEngine(store=store), _config(epochs=12, early_stopping=2), tmp_path, resume=True)
-        assert len(read_metrics(tmp_path)) == 3
+        training.fit(NumpyEngine(store=store), _config(epochs=10, early_stopping=2), tmp_path, resume=True)
+        assert len(read_metrics(tmp_path)) == 3  # the same config: it stays stopped
+        engine = NumpyEngine(store=store)
+        engine.val = np.full(20, 0.0)
+        training.fit(engine, _config(epochs=12, early_stopping=2), tmp_path, resume=True)
+        assert len(read_metrics(tmp_path)) > 3  # more epochs asked for: it trains on (until patience runs out again)
 
 
 class TestLearningGuard:
