@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.package_api import bind as _bind
+from shared.package_api import bind as _bind, lazy_class as _lazy_class, package_version as _package_version
 
 __all__ = ["load_data", "train", "load", "open_run", "evaluate", "sweep", "interpolate", "denoise", "inpaint",
            "convert", "Faces", "Run", "Result", "__version__"]
@@ -39,26 +39,8 @@ convert = _api["convert"]
 del _api
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("facevae")
-    except PackageNotFoundError:  # a source checkout that was never installed
-        return "0.0.0+unknown"
-
-
-__version__ = _version()
+__version__ = _package_version()
 
 
 def __getattr__(name: str) -> Any:
-    # the classes pull in pandas / matplotlib: imported on first use, so `import facevae` stays cheap
-    if name == "Faces":
-        from shared.faces import Faces
-        return Faces
-    if name == "Run":
-        from shared.runs import Run
-        return Run
-    if name == "Result":
-        from shared.results import Result
-        return Result
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy_class(__name__, name)

@@ -29,7 +29,8 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from shared.package_api import bind as _bind  # noqa: E402  (after the environment default above)
+# after the environment default above  # noqa: E402
+from shared.package_api import bind as _bind, lazy_class as _lazy_class, package_version as _package_version  # noqa: E402
 
 __all__ = ["load_data", "train", "load", "open_run", "evaluate", "sweep", "interpolate", "denoise", "inpaint",
            "convert", "generate", "attribute_grid", "edit_attributes", "Faces", "Run", "Result", "__version__"]
@@ -51,26 +52,8 @@ edit_attributes = _api["edit_attributes"]
 del _api
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("facevae")
-    except PackageNotFoundError:  # a source checkout that was never installed
-        return "0.0.0+unknown"
-
-
-__version__ = _version()
+__version__ = _package_version()
 
 
 def __getattr__(name: str) -> Any:
-    # the classes pull in pandas / matplotlib: imported on first use, so `import facevae_tf` stays cheap
-    if name == "Faces":
-        from shared.faces import Faces
-        return Faces
-    if name == "Run":
-        from shared.runs import Run
-        return Run
-    if name == "Result":
-        from shared.results import Result
-        return Result
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy_class(__name__, name)

@@ -156,10 +156,8 @@ def write_training_curves(records: Sequence[Mapping[str, Any]], path: Path, *, t
         return None
     try:
         from shared import plotting
-        # the x axis says "epoch": count from 1, as the console lines and TensorBoard steps do
-        shown = [{**r, "epoch": int(r["epoch"]) + 1} for r in records]
         path.parent.mkdir(parents=True, exist_ok=True)
-        plotting.training_curves(shown, path, title=title)
+        plotting.run_curves(records, path, title=title)
     except Exception as exc:  # noqa: BLE001 - the trained run matters more than its figure
         log.warning("%s: the training-curve figure could not be drawn (%s: %s); the run itself is fine",
                     path, type(exc).__name__, exc)

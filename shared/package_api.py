@@ -17,7 +17,7 @@ import inspect
 import os
 from typing import Any, Callable
 
-__all__ = ["bind", "COMMON", "TF_ONLY", "DEFAULT_DATA"]
+__all__ = ["bind", "COMMON", "TF_ONLY", "DEFAULT_DATA", "package_version", "lazy_class"]
 
 DEFAULT_DATA = "synthetic:4000"
 COMMON = ("load_data", "train", "load", "open_run", "evaluate", "sweep", "interpolate", "denoise", "inpaint",
@@ -346,3 +346,25 @@ def bind(backend: str, package: str) -> dict[str, Callable[..., Any]]:
     :data:`TF_ONLY`), with docstrings naming the package."""
     names = COMMON + (TF_ONLY if backend == "tf" else ())
     return {name: _bound(globals()[name], backend, package) for name in names}
+
+
+_LAZY_CLASSES = {"Faces": "shared.faces", "Run": "shared.runs", "Result": "shared.results"}
+
+
+def package_version() -> str:
+    """The installed version of facevae (``0.0.0+unknown`` in a source checkout that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("facevae")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def lazy_class(package: str, name: str) -> Any:
+    """``Faces``, ``Run`` or ``Result`` for a package's module ``__getattr__``: these pull in pandas and
+    matplotlib, so they are imported on first use and ``import facevae`` stays cheap."""
+    import importlib
+
+    if name not in _LAZY_CLASSES:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY_CLASSES[name]), name)

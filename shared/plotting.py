@@ -20,7 +20,8 @@ from matplotlib.ticker import MaxNLocator
 from shared.errors import ConfigError
 from shared.results import DEFAULT_DPI, check_dpi, save_figure
 
-__all__ = ["image_grid", "comparison_rows", "interpolation_figure", "training_curves", "confusion_matrix_figure",
+__all__ = ["image_grid", "comparison_rows", "interpolation_figure", "training_curves", "run_curves",
+           "confusion_matrix_figure",
            "rate_distortion_figure", "metric_by_group_figure", "CORNER_NAMES", "CORNER_COLORS"]
 
 CORNER_NAMES = ("A", "B", "C", "D")  # top-left, top-right, bottom-left, bottom-right
@@ -183,7 +184,10 @@ def _curve_panels(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     panels = [[p + t for p in ("train_", "val_") if p + t in names] for t in terms]
     varying = [panel for panel in panels if any(len({r.get(k) for r in records if r.get(k) is not None}) > 1
                                                 for k in panel)]
-    return varying or panels
+    panels = varying or panels
+    # a term equal to the loss in every epoch (the ELBO at beta = 1, a one-task CNN's head loss) repeats its panel
+    series = [[tuple(r.get(k) for r in records) for k in panel] for panel in panels]
+    return [panel for i, panel in enumerate(panels) if i == 0 or series[i] != series[0]]
 
 
 def training_curves(records: Sequence[Mapping[str, Any]], path: str | Path | None = None,
@@ -223,6 +227,7 @@ def training_curves(records: Sequence[Mapping[str, Any]], path: str | Path | Non
             pts = [(r["epoch"], r[name]) for r in records if r.get(name) is not None]
             ax.plot(*zip(*pts), marker="o", markersize=3, label=name)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(panel[0].split("_", 1)[-1] if len(panel) > 1 else panel[0])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -232,6 +237,13 @@ def training_curves(records: Sequence[Mapping[str, Any]], path: str | Path | Non
         fig.suptitle(title)
     fig.tight_layout()
     return _finish(fig, path, dpi)
+
+
+def run_curves(records: Sequence[Mapping[str, Any]], path: str | Path | None = None, title: str | None = None, *,
+               dpi: int = DEFAULT_DPI) -> Figure:
+    """:func:`training_curves` of ``metrics.jsonl`` records (0-based ``epoch``), drawn with epochs counted
+    from 1 as the console lines and TensorBoard steps count them."""
+    return training_curves([{**r, "epoch": int(r["epoch"]) + 1} for r in records], path, title=title, dpi=dpi)
 
 
 def confusion_matrix_figure(cm: np.ndarray, class_names: Sequence[str], path: str | Path | None = None,

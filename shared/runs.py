@@ -319,12 +319,12 @@ class Run(os.PathLike):
         Raises:
             RunError: the run has no finished epoch yet.
         """
-        from shared.plotting import training_curves
+        from shared.plotting import run_curves
 
         records = read_metrics(self.path)
         if not records:
             raise RunError(f"{self.path}: no finished epoch yet ({METRICS} is empty); nothing to plot")
-        return training_curves(records)
+        return run_curves(records, title=f"{self.path.name} ({self.config.model.family}, {self.config.backend})")
 
     @property
     def eval(self) -> dict[str, Any] | None:

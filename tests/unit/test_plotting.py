@@ -148,6 +148,14 @@ class TestChartFigures:
         one_epoch = plotting.training_curves(records[:1])   # nothing varies yet: every term is shown
         assert len([ax for ax in one_epoch.axes if ax.get_lines()]) == 4
 
+    def test_a_term_equal_to_the_loss_gets_no_panel_and_run_curves_count_from_one(self):
+        records = [{"epoch": e, "train_loss": 3.0 - e, "val_loss": 4.0 - e, "train_elbo": 3.0 - e,
+                    "val_elbo": 4.0 - e, "train_rate": 1.0 + e, "val_rate": 2.0} for e in range(3)]
+        fig = plotting.run_curves(records, title="run")
+        axes = [ax for ax in fig.axes if ax.get_lines()]
+        assert [ax.get_ylabel() for ax in axes] == ["loss", "rate"]  # the ELBO (beta = 1) repeats the loss
+        assert list(axes[0].get_lines()[0].get_xdata()) == [1, 2, 3]
+
     @pytest.mark.parametrize("records,keys,match", [([], ["loss"], "empty"), ([{"loss": 1.0}], ["loss"], "epoch"),
                                                     ([{"epoch": 0, "loss": 1.0}], ["acc"], "Available"),
                                                     ([{"epoch": 0, "loss": 1.0}], [], "at least one"),

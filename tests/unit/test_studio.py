@@ -368,13 +368,15 @@ class ConditionalLinearVAE(LinearVAE):
         return self.decode(np.random.default_rng(seed).standard_normal((n, self.latent_dim)), labels)
 
 
-class TestConditional:
-    @pytest.fixture()
-    def cond(self, fake_run, monkeypatch):
-        model = ConditionalLinearVAE(fake_run.test.images, 4, fake_run.config)
-        monkeypatch.setattr(api, "load_model", lambda run_dir: model)
-        return model
+@pytest.fixture()
+def cond(fake_run, monkeypatch):
+    """The fake conditional model, served by api.load_model for any run folder."""
+    model = ConditionalLinearVAE(fake_run.test.images, 4, fake_run.config)
+    monkeypatch.setattr(api, "load_model", lambda run_dir: model)
+    return model
 
+
+class TestConditional:
     def test_interpolation_decodes_with_the_reference_label(self, fake_run, cond):
         from shared.faces import label_vectors
         import pandas as pd
@@ -397,12 +399,6 @@ class TestConditional:
 
 class TestConditionalResults:
     """shared.conditional on the fake conditional model: Results, and save=False writes nothing."""
-
-    @pytest.fixture()
-    def cond(self, fake_run, monkeypatch):
-        model = ConditionalLinearVAE(fake_run.test.images, 4, fake_run.config)
-        monkeypatch.setattr(api, "load_model", lambda run_dir: model)
-        return model
 
     def test_generate(self, fake_run, cond):
         from shared.conditional import generate
@@ -442,6 +438,11 @@ class TestConditionalResults:
         res = edit_attributes(fake_run.dir, n=3, save=False)
         assert listing(fake_run.dir) == before
         assert res.images.shape == (3, 13, SIZE, SIZE) and len(res.info["columns"]) == 13
-        assert list(res.table["img_name"]) == list(fake_run.test.labels["img_name"].head(3))
+        # the first test faces of each gender, taken in turn, so "gender flipped" shows both directions
+        labels = fake_run.test.labels.reset_index(drop=True)
+        men, women = (list(labels.index[labels["gender"] == g]) for g in (0, 1))
+        expected = [men[0], women[0], men[1]] if men and women else list(labels.index[:3])
+        assert list(res.table["img_name"]) == list(labels["img_name"][expected])
+        assert set(res.table["gender"]) == {0, 1} or not (men and women)
         saved = edit_attributes(fake_run.dir, n=3, fmt="pdf", dpi=50)
         assert [p.name for p in saved.paths] == ["attribute_edits.npy", "attribute_edits.pdf"]
