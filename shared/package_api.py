@@ -223,10 +223,12 @@ def sweep(backend: str, out: str | os.PathLike, *, latent_dims: Any, betas: Any,
     return _sweep(cfg, out, latent_dims=dims, betas=list(betas), **extra)
 
 
-def interpolate(backend: str, run: str | os.PathLike, **options: Any):
+def interpolate(backend: str, run: str | os.PathLike, *, grid: int = 9, slerp: bool = False, corners: str = "sample",
+                seed: int = 0, traversal: bool = True, data: Any = None, save: bool = True, fmt: str = "png",
+                dpi: int = 100):
     """The face interpolation matrix of a run and a latent traversal (a ``Result`` with the figure).
 
-    Options (see :func:`shared.studio.interpolate`): ``grid``, ``slerp``, ``corners``
+    Options (as :func:`shared.studio.interpolate`): ``grid``, ``slerp``, ``corners``
     (``sample``/``encode``), ``seed``, ``traversal``, ``data`` (where the run's faces are now),
     ``save``, ``fmt``, ``dpi``.
 
@@ -236,10 +238,12 @@ def interpolate(backend: str, run: str | os.PathLike, **options: Any):
         res                      # the figure, in a notebook
     """
     from shared.studio import interpolate as _interpolate
-    return _interpolate(run, **options)
+    return _interpolate(run, grid=grid, slerp=slerp, corners=corners, seed=seed, traversal=traversal, data=data,
+                        save=save, fmt=fmt, dpi=dpi)
 
 
-def denoise(backend: str, run: str | os.PathLike, **options: Any):
+def denoise(backend: str, run: str | os.PathLike, *, sigmas: Any = (0.1, 0.2, 0.3, 0.5), n: int = 256, seed: int = 0,
+            data: Any = None, save: bool = True, fmt: str = "png", dpi: int = 100):
     """Denoising of noisy test faces by the VAE vs mean and median filters (a ``Result`` with a table).
 
     Options (see :func:`shared.studio.denoise`): ``sigmas``, ``n``, ``seed``, ``data``, ``save``,
@@ -251,10 +255,12 @@ def denoise(backend: str, run: str | os.PathLike, **options: Any):
         res.table
     """
     from shared.studio import denoise as _denoise
-    return _denoise(run, **options)
+    return _denoise(run, sigmas=sigmas, n=n, seed=seed, data=data, save=save, fmt=fmt, dpi=dpi)
 
 
-def inpaint(backend: str, run: str | os.PathLike, **options: Any):
+def inpaint(backend: str, run: str | os.PathLike, *, mask: str = "box", method: str = "iterate", n: int = 256,
+            seed: int = 0, iterations: int = 50, steps: int = 200, data: Any = None, save: bool = True,
+            fmt: str = "png", dpi: int = 100):
     """Inpainting of masked test faces vs the mean-fill baseline (a ``Result`` with a table).
 
     Options (see :func:`shared.studio.inpaint`): ``mask`` (``box``/``random``), ``method``
@@ -267,7 +273,8 @@ def inpaint(backend: str, run: str | os.PathLike, **options: Any):
         res.save("inpaint.pdf")
     """
     from shared.studio import inpaint as _inpaint
-    return _inpaint(run, **options)
+    return _inpaint(run, mask=mask, method=method, n=n, seed=seed, iterations=iterations, steps=steps, data=data,
+                    save=save, fmt=fmt, dpi=dpi)
 
 
 def convert(backend: str, run: str | os.PathLike, out: str | os.PathLike):
@@ -285,7 +292,8 @@ def convert(backend: str, run: str | os.PathLike, out: str | os.PathLike):
     return Run(_convert(run, to=backend, out=out))
 
 
-def generate(backend: str, run: str | os.PathLike, *, gender: Any, ethnicity: Any, age: Any, **options: Any):
+def generate(backend: str, run: str | os.PathLike, *, gender: Any, ethnicity: Any, age: Any, n: int = 16, seed: int = 0,
+             data: Any = None, save: bool = True, fmt: str = "png", dpi: int = 100):
     """Faces with chosen labels from a conditional (``cvae``) run (a ``Result``).
 
     ``gender`` 0/1 or ``male``/``female``, ``ethnicity`` 0-4 or its name, ``age`` in years. Options
@@ -296,10 +304,12 @@ def generate(backend: str, run: str | os.PathLike, *, gender: Any, ethnicity: An
         res = {pkg}.generate("runs/cvae", gender="female", ethnicity=2, age=30, n=8)
     """
     from shared.conditional import generate as _generate
-    return _generate(run, gender=gender, ethnicity=ethnicity, age=age, **options)
+    return _generate(run, gender=gender, ethnicity=ethnicity, age=age, n=n, seed=seed, data=data, save=save, fmt=fmt,
+                     dpi=dpi)
 
 
-def attribute_grid(backend: str, run: str | os.PathLike, **options: Any):
+def attribute_grid(backend: str, run: str | os.PathLike, *, seed: int = 0, data: Any = None, save: bool = True,
+                   fmt: str = "png", dpi: int = 100):
     """Faces of every gender × ethnicity × age band from one latent draw of a ``cvae`` run (a ``Result``).
 
     Example::
@@ -307,10 +317,11 @@ def attribute_grid(backend: str, run: str | os.PathLike, **options: Any):
         {pkg}.attribute_grid("runs/cvae", seed=1)
     """
     from shared.conditional import attribute_grid as _attribute_grid
-    return _attribute_grid(run, **options)
+    return _attribute_grid(run, seed=seed, data=data, save=save, fmt=fmt, dpi=dpi)
 
 
-def edit_attributes(backend: str, run: str | os.PathLike, **options: Any):
+def edit_attributes(backend: str, run: str | os.PathLike, *, n: int = 4, seed: int = 0, data: Any = None,
+                    save: bool = True, fmt: str = "png", dpi: int = 100):
     """Real test faces of a ``cvae`` run re-decoded with changed labels (a ``Result``).
 
     Example::
@@ -318,7 +329,7 @@ def edit_attributes(backend: str, run: str | os.PathLike, **options: Any):
         {pkg}.edit_attributes("runs/cvae", n=4)
     """
     from shared.conditional import edit_attributes as _edit_attributes
-    return _edit_attributes(run, **options)
+    return _edit_attributes(run, n=n, seed=seed, data=data, save=save, fmt=fmt, dpi=dpi)
 
 
 _MODELS = {"torch": ", or ``cnn`` (a classifier; ``task`` option)",

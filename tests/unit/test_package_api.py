@@ -139,3 +139,20 @@ def test_tf_train_load_evaluate(tmp_path):
     assert facevae_tf.evaluate(run)["written_to"] == str(run / "eval.json")
     with pytest.raises(RunError, match="cvae|conditional"):  # the tf-only functions reach shared.conditional
         facevae_tf.generate(run, gender=0, ethnicity=0, age=30, save=False)
+
+
+@pytest.mark.parametrize("name,impl", [("interpolate", "shared.studio"), ("denoise", "shared.studio"),
+                                       ("inpaint", "shared.studio"), ("generate", "shared.conditional"),
+                                       ("attribute_grid", "shared.conditional"),
+                                       ("edit_attributes", "shared.conditional")])
+def test_studio_functions_show_the_options_and_defaults_of_their_implementation(name, impl):
+    """help() and tab completion in a notebook list the real options, and they cannot drift apart."""
+    import importlib
+    import inspect
+
+    import facevae_tf
+
+    ours = inspect.signature(getattr(facevae_tf, name)).parameters
+    theirs = inspect.signature(getattr(importlib.import_module(impl), name)).parameters
+    assert list(ours)[1:] == list(theirs)[1:]
+    assert [p.default for p in list(ours.values())[1:]] == [p.default for p in list(theirs.values())[1:]]
