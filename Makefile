@@ -9,7 +9,7 @@ CONSTRAINTS := constraints.txt
 # exists, else from PyTorch's CPU index (PyPI's torch is the CUDA build, gigabytes larger).
 TORCH_SOURCE := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install browser bench clean
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/facevae demo --out demo_out
 
-test: $(STAMP)
+# tests/browser drive the system Chromium through Selenium (no browser download at run time). When
+# chromium or chromedriver is missing and we may install packages (root with apt-get, as in CI), the
+# Debian packages are installed; otherwise nothing happens and those tests skip with the reason.
+# Never fails: a failed install only means skipped browser tests.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver for the browser tests (apt-get)"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    chromium chromium-driver) >/dev/null 2>&1 || echo "could not install chromium: the browser tests will skip"; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

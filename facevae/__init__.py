@@ -9,6 +9,7 @@ TensorFlow, plus the conditional-model functions)::
     run.figure                                   # training curves (in a notebook)
     facevae.evaluate(run)                        # test-split metrics -> eval.json
     facevae.interpolate(run, grid=7)             # a Result: figure, images, table
+    explorer = facevae.explore(run)              # the latent explorer: a local web page at explorer.url
     facevae.train("runs/vae16", resume=True, epochs=10)   # extend the run by five epochs
 
 Each function is documented (``help(facevae.train)``) and mirrors a ``facevae`` CLI command; the
@@ -23,7 +24,7 @@ from typing import Any
 from shared.package_api import bind as _bind, lazy_class as _lazy_class, package_version as _package_version
 
 __all__ = ["load_data", "train", "load", "open_run", "evaluate", "sweep", "interpolate", "denoise", "inpaint",
-           "convert", "Faces", "Run", "Result", "__version__"]
+           "convert", "explore", "Faces", "Run", "Result", "__version__"]
 
 _api = _bind("torch", __name__)
 load_data = _api["load_data"]
@@ -36,6 +37,7 @@ interpolate = _api["interpolate"]
 denoise = _api["denoise"]
 inpaint = _api["inpaint"]
 convert = _api["convert"]
+explore = _api["explore"]
 del _api
 
 

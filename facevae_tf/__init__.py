@@ -8,6 +8,7 @@ here)::
     run = facevae_tf.train("runs/cvae", model="cvae", data="synthetic:4000", latent_dim=16, epochs=5)
     facevae_tf.generate(run, gender="female", ethnicity=2, age=30, n=8)
     facevae_tf.evaluate(run)
+    explorer = facevae_tf.explore(run)           # the latent explorer: a local web page at explorer.url
 
 Each function is documented (``help(facevae_tf.train)``) and mirrors a ``facevae`` CLI command.
 Both packages build the same architecture from the same config (:mod:`shared.architecture`), so
@@ -33,7 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from shared.package_api import bind as _bind, lazy_class as _lazy_class, package_version as _package_version  # noqa: E402
 
 __all__ = ["load_data", "train", "load", "open_run", "evaluate", "sweep", "interpolate", "denoise", "inpaint",
-           "convert", "generate", "attribute_grid", "edit_attributes", "Faces", "Run", "Result", "__version__"]
+           "convert", "explore", "generate", "attribute_grid", "edit_attributes", "Faces", "Run", "Result",
+           "__version__"]
 
 _api = _bind("tf", __name__)
 load_data = _api["load_data"]
@@ -46,6 +48,7 @@ interpolate = _api["interpolate"]
 denoise = _api["denoise"]
 inpaint = _api["inpaint"]
 convert = _api["convert"]
+explore = _api["explore"]
 generate = _api["generate"]
 attribute_grid = _api["attribute_grid"]
 edit_attributes = _api["edit_attributes"]

@@ -11,12 +11,13 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from shared.cli_options import (SEED, HelpFormatter, Parser, add_config_flags, bounded_int, config_from_args,
                                 floats, ints, resume_arguments)
-from shared.cli_text import evaluate_summary, examples, result_lines, version_text
+from shared.cli_text import evaluate_summary, examples, one_line, os_error_text, result_lines, version_text
 from shared.errors import ConfigError, FaceVAEError
 
 __all__ = ["main", "build_parser"]
@@ -148,6 +149,43 @@ def _cmd_convert_run(a: argparse.Namespace) -> None:
     require_backend(source)
     require_backend(to)
     print(f"wrote: {convert(a.run_dir, to=to, out=a.out_dir)}")
+
+
+def _block() -> None:
+    """Wait until Ctrl-C (KeyboardInterrupt); the explorer serves from its own thread meanwhile."""
+    while True:
+        time.sleep(3600)
+
+
+def _cmd_explore(a: argparse.Namespace) -> None:
+    from shared.explorer import server
+
+    if not server.is_loopback(a.host):
+        print(f"facevae: warning: --host {a.host} lets other machines reach the explorer, which has no "
+              "authentication: anyone who can connect can use the model and upload images", file=sys.stderr)
+    # the lines printed here replace the server's own INFO/WARNING records of the same events (-v keeps them)
+    quiet, level = not a.verbose, server.log.level
+    if quiet:
+        server.log.setLevel(logging.ERROR)
+    try:
+        try:
+            explorer = server.Explorer(a.run_dir, host=a.host, port=a.port, data=a.data).start()
+        except OSError as exc:
+            if exc.filename is not None:  # a file of the run, not the socket: the generic one-line message
+                raise
+            raise ConfigError(f"cannot listen on --host {a.host} --port {a.port}: {exc.strerror or exc} "
+                              "(--port 0 picks a free port)") from None
+        print(f"explorer running at {explorer.url}  (Ctrl-C stops)", flush=True)
+        try:
+            _block()
+        except KeyboardInterrupt:  # the way to stop it: a clean exit, not an interruption
+            pass
+        finally:
+            explorer.stop()
+        print("explorer stopped", flush=True)
+    finally:
+        if quiet:
+            server.log.setLevel(level)
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
@@ -292,6 +330,19 @@ def _studio_commands(sub: Any) -> None:
     p.add_argument("out_dir", help="the new run folder (must not exist)")
     p.set_defaults(func=_cmd_convert_run)
 
+    p = _command(sub, "explore", "the latent explorer: a local web page to play with a generative run",
+                 more="\nPrints the page's URL and serves it until Ctrl-C. The page has no authentication:\n"
+                      "keep the default --host unless every machine that can reach it may use it.")
+    p.add_argument("run_dir", help="a generative run folder (vae, cvae or iaf, either backend)")
+    p.add_argument("--port", type=bounded_int(0, 65535), default=0, metavar="P",
+                   help="TCP port, 0-65535; 0 picks a free one")
+    p.add_argument("--host", default="127.0.0.1", metavar="H",
+                   help="address to listen on; other than 127.0.0.1/localhost/::1 it is reachable from other "
+                        "machines (a warning is printed)")
+    p.add_argument("--data", metavar="SPEC", default=None,
+                   help="where the run's faces are now, when they moved (default: the run's own data spec)")
+    p.set_defaults(func=_cmd_explore)
+
     p = _command(sub, "demo", "the main job on the embedded synthetic faces")
     p.add_argument("--out", default="demo_out", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny settings (for tests)")
@@ -313,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None, *, default_backend: Optional[str] = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted).
+    """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted; Ctrl-C stops ``explore``: 0).
 
     Bad flags, :class:`~shared.errors.FaceVAEError`, a missing framework and :class:`OSError` (a file
     in the way, a full disk, a missing permission) each become one ``facevae: error: ...`` line and
@@ -338,32 +389,21 @@ def main(argv: Optional[Sequence[str]] = None, *, default_backend: Optional[str]
     try:
         func(args)
     except FaceVAEError as exc:
-        print(f"facevae: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"facevae: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except ImportError as exc:  # a framework imported outside the registry (e.g. by convert)
         error = missing_framework(exc)
         if error is None:
             raise
-        print(f"facevae: error: {_one_line(str(error))}", file=sys.stderr)
+        print(f"facevae: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"facevae: error: {_one_line(_os_message(exc))}", file=sys.stderr)
+        print(f"facevae: error: {one_line(os_error_text(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("facevae: interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-def _os_message(exc: OSError) -> str:
-    what = exc.strerror or str(exc) or type(exc).__name__
-    paths = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
-    return f"{' -> '.join(paths)}: {what}" if paths else what
-
-
-def _one_line(text: str) -> str:
-    """The message on one printable line: control characters and stray bytes from data are escaped."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text.replace("\n", " "))
 
 
 if __name__ == "__main__":

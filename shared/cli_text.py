@@ -10,7 +10,8 @@ import platform
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-__all__ = ["EXAMPLES", "examples", "version_text", "evaluate_summary", "result_lines"]
+__all__ = ["EXAMPLES", "examples", "version_text", "evaluate_summary", "result_lines", "one_line",
+           "os_error_text"]
 
 # command -> example lines; "data" is the group, "data inspect" / "data convert" its commands
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -70,6 +71,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "convert": (
         "facevae convert runs/vae runs/vae_tf            # to the other backend",
         "facevae convert runs/vae_tf --to torch runs/vae_back",
+    ),
+    "explore": (
+        "facevae explore runs/vae                       # prints the URL to open; Ctrl-C stops it",
+        "facevae explore runs/cvae --port 8765          # a fixed port, to keep the page's address",
     ),
     "demo": (
         "facevae demo --quick --out demo_quick           # ~1 min on 2 CPU cores",
@@ -188,3 +193,15 @@ def result_lines(result: Any, *, table: bool = True) -> Iterable[str]:
     for extra in getattr(result, "extra", {}).values():  # e.g. the traversal figure of interpolate
         paths += [str(p) for p in getattr(extra, "paths", ())]
     yield from (f"wrote: {p}" for p in dict.fromkeys(paths))
+
+
+def os_error_text(exc: OSError) -> str:
+    """An :class:`OSError` as ``PATH: reason`` (``SRC -> DEST: reason`` for a rename), or the reason alone."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{' -> '.join(paths)}: {what}" if paths else what
+
+
+def one_line(text: str) -> str:
+    """The message on one printable line: control characters and stray bytes from data are escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text.replace("\n", " "))

@@ -82,7 +82,7 @@ def decode_fill(model: GenerativeModel, masked: np.ndarray, mask: np.ndarray,
 
 def iterative_projection(model: GenerativeModel, masked: np.ndarray, mask: np.ndarray, *,
                          iterations: int = 50, labels: Optional[np.ndarray] = None,
-                         start: Optional[np.ndarray] = None) -> np.ndarray:
+                         start: Optional[np.ndarray] = None, progress: bool = True) -> np.ndarray:
     """Iterative projection onto the model's manifold: keep the known pixels, re-encode and
     decode the whole face, paste the known pixels back, repeat ``iterations`` times.
 
@@ -93,6 +93,7 @@ def iterative_projection(model: GenerativeModel, masked: np.ndarray, mask: np.nd
         iterations: number of encode/decode rounds (≥ 1).
         labels: label vectors for conditional models.
         start: initial guess for the missing pixels (default: ``masked`` itself).
+        progress: show a progress bar (off for a server answering one face per request).
 
     Returns:
         ``(N, H, W)`` float32; known pixels equal ``masked`` exactly.
@@ -104,7 +105,7 @@ def iterative_projection(model: GenerativeModel, masked: np.ndarray, mask: np.nd
         raise ConfigError(f"`iterations` must be an integer >= 1. Received: iterations={iterations!r}")
     masked = as_unit_float(masked)
     x = composite(masked, masked if start is None else as_unit_float(start), mask)
-    for _ in tqdm(range(iterations), desc="inpaint (iterate)", leave=False, disable=None):
+    for _ in tqdm(range(iterations), desc="inpaint (iterate)", leave=False, disable=None if progress else True):
         x = composite(masked, model.reconstruct(x, labels), mask)
     return x
 

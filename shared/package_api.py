@@ -21,7 +21,7 @@ __all__ = ["bind", "COMMON", "TF_ONLY", "DEFAULT_DATA", "package_version", "lazy
 
 DEFAULT_DATA = "synthetic:4000"
 COMMON = ("load_data", "train", "load", "open_run", "evaluate", "sweep", "interpolate", "denoise", "inpaint",
-          "convert")
+          "convert", "explore")
 TF_ONLY = ("generate", "attribute_grid", "edit_attributes")
 
 
@@ -290,6 +290,37 @@ def convert(backend: str, run: str | os.PathLike, out: str | os.PathLike):
     from shared.api import convert as _convert
     from shared.runs import Run
     return Run(_convert(run, to=backend, out=out))
+
+
+def explore(backend: str, run: str | os.PathLike, *, port: int = 0, host: str = "127.0.0.1", data: Any = None):
+    """The latent explorer of a generative run, started: a local web page to play with the model.
+
+    Sliders on the most informative latent dimensions, a four-corner interpolation pad, attribute
+    controls (``cvae`` runs), denoising, inpainting with a mask drawn by mouse, and your own face.
+    The server runs in a background thread (the notebook stays usable) until ``.stop()``; open
+    ``.url`` in a browser. ``facevae explore RUN_DIR`` is the same, blocking until Ctrl-C.
+
+    Args:
+        run: a generative run folder (either backend: ``vae``, ``cvae``, ``iaf``).
+        port: the TCP port; 0 (default) picks a free one.
+        host: the address to listen on. The page has no authentication: anything other than
+            ``127.0.0.1`` / ``localhost`` / ``::1`` lets other machines use it (a warning is logged).
+        data: where the run's faces are now, when they moved (default: the run's own data spec).
+
+    Returns:
+        The started ``Explorer`` (``.url``, ``.stop()``; a context manager).
+
+    Example::
+
+        explorer = {pkg}.explore("runs/vae16")
+        print(explorer.url)                      # http://127.0.0.1:PORT/
+        explorer.stop()
+
+    Raises:
+        RunError: not a run folder, or not a generative run. OSError: the port is in use.
+    """
+    from shared.explorer.server import Explorer
+    return Explorer(run, host=host, port=port, data=data).start()
 
 
 def generate(backend: str, run: str | os.PathLike, *, gender: Any, ethnicity: Any, age: Any, n: int = 16, seed: int = 0,
