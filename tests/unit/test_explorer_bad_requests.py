@@ -16,10 +16,6 @@ from shared.explorer import server as server_mod
 from shared.explorer.server import Explorer
 from shared.explorer.validate import MAX_UPLOAD_BYTES
 
-SIZE, DIM = 32, 4
-TINY = dict(data="synthetic:240", image_size=SIZE, channels=(8, 16), hidden_dims=(32,), latent_dim=DIM, epochs=1)
-
-
 from tests.unit.explorer_helpers import DIM, SIZE, call, image_bytes, ok_json
 
 

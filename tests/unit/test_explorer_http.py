@@ -16,11 +16,8 @@ import pytest
 from shared.explorer import server as server_mod
 from shared.explorer.validate import to_uint8
 
-SIZE, DIM = 32, 4
-TINY = dict(data="synthetic:240", image_size=SIZE, channels=(8, 16), hidden_dims=(32,), latent_dim=DIM, epochs=1)
-
-
-from tests.unit.explorer_helpers import (DIM, SIZE, call, from_url, image_bytes, ok_json, ok_png, own_labels, protocol, reference)
+from tests.unit.explorer_helpers import (DIM, SIZE, call, from_url, image_bytes, ok_json, ok_png, own_labels,
+                                        protocol, reference)
 
 
 # --------------------------------------------------------------------------- GET endpoints
