@@ -10,6 +10,13 @@ Data live in one tensor per key on the device; batches are index slices chosen b
 (no DataLoader, no Python work per sample). Optimisers follow ``TrainConfig.optimizer``: ``adamw``
 decays weights decoupled from the gradient, ``adam``/``sgd`` add ``weight_decay·w`` to it (L2) —
 the TF engine does the same.
+
+Precision (``TrainConfig.precision``): ``bf16``/``16`` run the forward passes of the engine (training
+and validation steps, the learning guard's validation reconstructions) under ``torch.autocast``;
+the model hands the loss functions float32 tensors, so every reduction of the ELBO is float32, and
+the weights (hence the checkpoints) stay float32. ``16`` adds a ``torch.amp.GradScaler`` and exists
+on CUDA only (CPU float16 autocast is some 75x slower than float32). Evaluation and inference after
+training (:mod:`facevae.backend`, :mod:`facevae.adapter`) run in float32 whatever the precision.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from shared.config import RunConfig, TrainConfig
 from shared.errors import ConfigError, NonFiniteLossError, RunError
 
 __all__ = ["fit", "TorchEngine", "load_weights", "select_device", "to_tensors", "make_optimizer",
-           "NonFiniteLossError", "Augment"]
+           "autocast_dtype", "NonFiniteLossError", "Augment"]
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +94,32 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+_AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``TrainConfig.precision`` on ``device`` (None: plain float32).
+
+    Raises:
+        ConfigError: an unknown precision, ``16`` on a CPU, or ``bf16`` on a GPU without bfloat16.
+    """
+    if precision not in _AUTOCAST:
+        raise ConfigError(f"`precision` must be one of {set(_AUTOCAST)}. Received: precision={precision!r}")
+    dtype = _AUTOCAST[precision]
+    if dtype is torch.float16 and device.type != "cuda":
+        raise ConfigError(f"`precision` '16' needs a CUDA GPU (float16 on a CPU is far slower than float32); "
+                          f"use 'bf16' on CPUs. Received: precision='16', device={device.type!r}")
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("`precision` 'bf16' is not supported by this GPU; use '16'. Received: precision='bf16'")
+    if dtype is torch.bfloat16 and device.type == "cpu" and not torch.backends.mkldnn.is_available():
+        log.warning("precision bf16 on a CPU without oneDNN: bfloat16 is emulated and slow")
+    return dtype
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _check_terms(terms: Any) -> dict[str, Tensor]:
@@ -127,6 +156,9 @@ class TorchEngine:
         self.run_dir, self.augment = Path(run_dir), augment
         self.optimizer = make_optimizer(model, cfg)
         self.grad_clip = cfg.grad_clip
+        self.amp_dtype = autocast_dtype(cfg.precision, device)
+        # float16 gradients underflow without loss scaling; disabled, the scaler is a pass-through
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
         # augmentation and dropout draw from torch generators; their states travel in 'last'
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         torch.manual_seed(cfg.seed)
@@ -148,20 +180,22 @@ class TorchEngine:
         batch = self._batch(self.train_t, idx, eps)
         if self.augment is not None:
             batch = self.augment(batch, self.generator)
-        with _autocast(self.device):
+        with _autocast(self.device, self.amp_dtype):
             terms = _check_terms(self.loss_fn(batch, beta=beta))
         self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        self.scaler.scale(terms["loss"]).backward()
         if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return {k: v.detach() for k, v in terms.items()}
 
     @torch.no_grad()
     def val_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> dict[str, Tensor]:
         self.model.eval()
         try:
-            with _autocast(self.device):
+            with _autocast(self.device, self.amp_dtype):
                 return dict(_check_terms(self.loss_fn(self._batch(self.val_t, idx, eps), beta=beta)))
         finally:
             self.model.train()
@@ -190,9 +224,11 @@ class TorchEngine:
         return state
 
     def save(self, which: str, loop_state: dict[str, Any]) -> None:
-        save_checkpoint(checkpoint_path(self.run_dir, which),
-                        {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                         "rng": self._rng_state(), "loop": loop_state})
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "rng": self._rng_state(), "loop": loop_state}
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        save_checkpoint(checkpoint_path(self.run_dir, which), state)
 
     def restore(self, which: str) -> dict[str, Any]:
         path = checkpoint_path(self.run_dir, which)
@@ -203,6 +239,8 @@ class TorchEngine:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             loop = dict(state["loop"])
+            if "scaler" in state and self.scaler.is_enabled():  # a run resumed in another precision starts afresh
+                self.scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise RunError(f"{path}: checkpoint does not fit the model of config.json: "
                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
@@ -227,7 +265,8 @@ class TorchEngine:
             outs = []
             for start in range(0, self.n_val, training.VAL_BATCH):
                 x = self.val_t["images"][start:start + training.VAL_BATCH]
-                outs.append(self.model.decode(self.model.encode(x)[0]).float().cpu().numpy()[:, 0])
+                with _autocast(self.device, self.amp_dtype):  # the run's precision, as on tf
+                    outs.append(self.model.decode(self.model.encode(x)[0]).float().cpu().numpy()[:, 0])
         finally:
             self.model.train()
         faces = self.val_t["images"].float().cpu().numpy()[:, 0]

@@ -54,7 +54,8 @@ def recon_nll(x: Tensor, logits: Tensor, likelihood: str = "bernoulli", sigma_mo
 
 
 def kl_diag_normal(mean: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mean, exp(logvar)) ‖ N(0, I)) per dimension: ``(B, D) -> (B, D)``."""
+    """KL(N(mean, exp(logvar)) ‖ N(0, I)) per dimension: ``(B, D) -> (B, D)``, in float32."""
+    mean, logvar = mean.float(), logvar.float()  # never a bfloat16 KL under autocast
     return 0.5 * (logvar.exp() + mean.pow(2) - 1.0 - logvar)
 
 

@@ -64,13 +64,14 @@ class ConvVAE(nn.Module):
         return count_parameters(self)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, 1, H, W)`` in [0, 1] -> posterior ``(mean, logvar)``, each ``(B, d)`` (logvar bounded)."""
+        """``(B, 1, H, W)`` in [0, 1] -> posterior ``(mean, logvar)``, each ``(B, d)`` float32 (logvar bounded)."""
         h = self.encoder_dense(self.encoder(x))  # (B, feature_dim)
-        return self.mean_head(h), bounded_logvar(self.logvar_head(h))
+        # float32 even under autocast: the clamp, exp(logvar) and the KL lose too much in bfloat16
+        return self.mean_head(h).float(), bounded_logvar(self.logvar_head(h).float())
 
     def decode_logits(self, z: Tensor) -> Tensor:
-        """``(B, d)`` -> decoder logits ``(B, 1, H, W)``."""
-        return self.decoder(z)
+        """``(B, d)`` -> decoder logits ``(B, 1, H, W)``, float32 (also under autocast)."""
+        return self.decoder(z).float()
 
     def decode(self, z: Tensor) -> Tensor:
         """Decoder mean image ``(B, 1, H, W)`` in [0, 1]."""
@@ -90,8 +91,7 @@ class ConvVAE(nn.Module):
             beta: the KL weight; None means the target ``cfg.beta``. Free bits apply in train mode only.
         """
         x = batch["images"]  # (B, 1, H, W)
-        mean, logvar = self.encode(x)
-        mean, logvar = mean.float(), logvar.float()
+        mean, logvar = self.encode(x)  # float32
         eps = batch.get("eps")
         eps = torch.randn_like(mean) if eps is None else eps.to(mean.dtype)
         z = mean + torch.exp(0.5 * logvar) * eps  # reparameterisation

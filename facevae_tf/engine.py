@@ -11,6 +11,14 @@ Determinism: :func:`seed_everything` calls ``keras.utils.set_random_seed`` (Pyth
 global seeds — it changes the caller's global RNG state). Bit-identical results across runs also
 need ``tf.config.experimental.enable_op_determinism()``, a process-wide switch this module never
 flips on its own: call :func:`enable_determinism` yourself (the tests do).
+
+Precision (``TrainConfig.precision``): the engine gives the model's layers the matching dtype policy
+(:func:`facevae_tf.models.set_precision`, never Keras' global policy), so the forward pass of the
+training and validation steps (and the learning guard's validation reconstructions) runs in
+bfloat16/float16 while the variables, the loss terms and the checkpoints stay float32. ``16`` wraps
+the optimiser in ``keras.optimizers.LossScaleOptimizer`` and needs a GPU. Only the inner optimiser's
+variables are checkpointed (not the loss scale), so a run can resume in another precision.
+:func:`facevae_tf.backend.load` builds a float32 model: evaluation and inference run in float32.
 """
 from __future__ import annotations
 
@@ -24,13 +32,13 @@ import numpy as np
 import tensorflow as tf
 
 from facevae_tf import checkpoint
-from facevae_tf.models import FaceVAE
+from facevae_tf.models import FaceVAE, set_precision
 from shared import training
 from shared.config import RunConfig, TrainConfig
 from shared.errors import ConfigError, NonFiniteLossError, RunError
 
 __all__ = ["fit", "TFEngine", "seed_everything", "enable_determinism", "make_optimizer", "lr_at", "device_scope",
-           "NonFiniteLossError"]
+           "check_precision", "NonFiniteLossError"]
 
 
 def seed_everything(seed: int) -> None:
@@ -58,6 +66,18 @@ def device_scope(name: str):
                               "Received: device='cuda' (use 'auto' or 'cpu')")
         return tf.device("/GPU:0")
     return contextlib.nullcontext()
+
+
+def check_precision(cfg: TrainConfig) -> None:
+    """Refuse a ``precision`` this machine cannot run usefully.
+
+    Raises:
+        ConfigError: ``16`` where training runs on a CPU (float16 there is far slower than float32).
+    """
+    on_cpu = cfg.device == "cpu" or not tf.config.list_physical_devices("GPU")
+    if cfg.precision == "16" and on_cpu:
+        raise ConfigError(f"`precision` '16' needs a GPU (float16 on a CPU is far slower than float32); "
+                          f"use 'bf16' on CPUs. Received: precision='16', device={cfg.device!r}")
 
 
 def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
@@ -92,10 +112,15 @@ class TFEngine:
         self.model, self.train, self.val, self.run_dir = model, train, val, Path(run_dir)
         self.n_train, self.n_val = len(train["x"]), len(val["x"])
         self.noise_dim = int(model.latent_dim)
-        self.optimizer = make_optimizer(cfg)
+        check_precision(cfg)
+        set_precision(model, cfg.precision)
+        inner = make_optimizer(cfg)
+        scaled = cfg.precision == "16"  # float16 gradients underflow without loss scaling
+        self.optimizer = keras.optimizers.LossScaleOptimizer(inner) if scaled else inner
         self.optimizer.build(model.trainable_variables)
         self.loop_state = tf.Variable("{}", dtype=tf.string, trainable=False)
-        self.ckpt = checkpoint.model_checkpoint(model, optimizer=checkpoint.named_variables(self.optimizer.variables),
+        # the inner optimiser's variables only: checkpoints are the same in every precision
+        self.ckpt = checkpoint.model_checkpoint(model, optimizer=checkpoint.named_variables(inner.variables),
                                                 loop=self.loop_state)
         variables = model.trainable_variables
         l2 = cfg.weight_decay if cfg.optimizer in ("adam", "sgd") else 0.0
@@ -103,11 +128,17 @@ class TFEngine:
         def train_step(x, y, eps, beta):
             with tf.GradientTape() as tape:
                 terms = model.loss_terms(x, y, eps, beta, training=True)
-            grads = tape.gradient(terms["loss"], variables)
+                loss = self.optimizer.scale_loss(terms["loss"]) if scaled else terms["loss"]
+            grads = tape.gradient(loss, variables)
+            if scaled:  # clip and decay the true gradient; LossScaleOptimizer unscales (and skips inf) itself
+                scale = self.optimizer.dynamic_scale
+                grads = [g / scale for g in grads]
             if cfg.grad_clip > 0:
                 grads, _ = tf.clip_by_global_norm(grads, cfg.grad_clip)
             if l2 > 0:
                 grads = [g + l2 * v for g, v in zip(grads, variables)]
+            if scaled:
+                grads = [g * scale for g in grads]
             self.optimizer.apply_gradients(zip(grads, variables))
             return terms
 

@@ -35,7 +35,9 @@ def recon_nll(x: tf.Tensor, logits: tf.Tensor, likelihood: str = "bernoulli", si
       image, floored at :data:`MIN_SIGMA`²), NLL = D/2·(log 2πσ² + 1) — no extra weights.
 
     ``weight`` (broadcastable to ``logits``, e.g. a 0/1 known-pixel mask) restricts the sums.
+    Computed in float32 whatever the dtype of ``logits`` (mixed precision).
     """
+    logits, x = tf.cast(logits, tf.float32), tf.cast(x, tf.float32)
     w = None if weight is None else tf.broadcast_to(tf.cast(weight, logits.dtype), tf.shape(logits))
     axes = [1, 2, 3]
     if likelihood == "bernoulli":
@@ -51,7 +53,8 @@ def recon_nll(x: tf.Tensor, logits: tf.Tensor, likelihood: str = "bernoulli", si
 
 
 def kl_diag_normal(mean: tf.Tensor, logvar: tf.Tensor) -> tf.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, I)) per dimension: ``(B, D) -> (B, D)``."""
+    """KL(N(mean, exp(logvar)) || N(0, I)) per dimension: ``(B, D) -> (B, D)``, in float32."""
+    mean, logvar = tf.cast(mean, tf.float32), tf.cast(logvar, tf.float32)
     return 0.5 * (tf.exp(logvar) + tf.square(mean) - 1.0 - logvar)
 
 

@@ -5,6 +5,11 @@ the original conditional VAE lost its KL term that way). The training engine onl
 
 Layer order and names follow the plan (``encoder_*``, ``encoder_dense_*``, ``head_mean``,
 ``head_logvar``, ``head_context``, ``decoder_*``); see :meth:`FaceVAE.plan_layers`.
+
+Precision: :func:`set_precision` gives the plan layers a ``mixed_bfloat16`` / ``mixed_float16``
+dtype policy (per layer, never Keras' global policy, so no other model in the process changes).
+Variables stay float32; the heads and the decoder logits are cast to float32, so the losses, the
+KL and the IAF flow are computed in float32.
 """
 from __future__ import annotations
 
@@ -19,7 +24,10 @@ from shared.architecture import vae_plan
 from shared.config import ModelConfig
 from shared.errors import ConfigError
 
-__all__ = ["FaceVAE", "ConditionalVAE", "IAFVAE", "build_model", "MODEL_CLASSES"]
+__all__ = ["FaceVAE", "ConditionalVAE", "IAFVAE", "build_model", "set_precision", "MODEL_CLASSES", "DTYPE_POLICIES"]
+
+# TrainConfig.precision -> the Keras dtype policy of the plan layers
+DTYPE_POLICIES = {"32": "float32", "bf16": "mixed_bfloat16", "16": "mixed_float16"}
 
 
 class FaceVAE(keras.Model):
@@ -78,14 +86,16 @@ class FaceVAE(keras.Model):
         """Encoder heads: ``mean``, ``logvar`` ``(B, D)`` (soft-bounded) and ``context`` ``(B, C)`` for IAF."""
         h = apply_stack(self.encoder_layers, x, training)          # (B, flat_dim), NHWC order
         h = apply_stack(self.encoder_dense, self._with_labels(h, y), training)  # (B, feature_dim)
-        out = {"mean": self.head_mean(h), "logvar": bounded_logvar(self.head_logvar(h))}
+        # float32 whatever the layers' policy: the clamp, the KL and the flow need it
+        out = {"mean": tf.cast(self.head_mean(h), tf.float32),
+               "logvar": bounded_logvar(tf.cast(self.head_logvar(h), tf.float32))}
         if self.head_context is not None:
-            out["context"] = self.head_context(h)
+            out["context"] = tf.cast(self.head_context(h), tf.float32)
         return out
 
     def decode_logits(self, z: tf.Tensor, y: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """Decoder logits ``(B, H, W, 1)`` from z ``(B, D)`` (and labels for conditional models)."""
-        return apply_stack(self.decoder_layers, self._with_labels(z, y), training)
+        """Decoder logits ``(B, H, W, 1)``, float32, from z ``(B, D)`` (and labels for conditional models)."""
+        return tf.cast(apply_stack(self.decoder_layers, self._with_labels(z, y), training), tf.float32)
 
     def sample_posterior(self, post: dict[str, tf.Tensor], eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Reparameterised ``z = mean + σ·eps`` and its exact ``log q(z|x)`` ``(B,)``."""
@@ -193,6 +203,23 @@ class IAFVAE(FaceVAE):
 
 
 MODEL_CLASSES = {"vae": FaceVAE, "cvae": ConditionalVAE, "iaf": IAFVAE}
+
+
+def set_precision(model: FaceVAE, precision: str) -> FaceVAE:
+    """Give ``model``'s plan layers the dtype policy of ``TrainConfig.precision`` (in place; returns ``model``).
+
+    Only these layers change: Keras' global policy and every other model keep theirs. The IAF flow
+    stays float32 (it is small, and ``log q(z|x)`` is part of the ELBO). Variables are float32
+    under every policy, so weights and checkpoints do not depend on the precision.
+
+    Raises:
+        ConfigError: an unknown precision.
+    """
+    if precision not in DTYPE_POLICIES:
+        raise ConfigError(f"`precision` must be one of {set(DTYPE_POLICIES)}. Received: precision={precision!r}")
+    for layer in model.plan_layers():
+        layer.dtype_policy = keras.DTypePolicy(DTYPE_POLICIES[precision])
+    return model
 
 
 def build_model(config: ModelConfig) -> FaceVAE:

@@ -22,6 +22,7 @@ from shared.errors import ConfigError, FaceVAEError
 
 __all__ = ["main", "build_parser"]
 
+_MAX_JOBS = 256  # worker processes of a sweep (shared.sweep_jobs.MAX_JOBS)
 _MAX_IWAE_K = 10_000  # importance samples per face; a typo such as 1000000 would only exhaust memory
 _DESCRIPTION = """\
 Convolutional VAEs on faces, in PyTorch (--backend torch) and TensorFlow (--backend tf).
@@ -86,12 +87,26 @@ def _cmd_train(a: argparse.Namespace) -> None:
 
 def _cmd_sweep(a: argparse.Namespace) -> None:
     from shared.registry import require_backend
-    from shared.sweep import sweep
+    from shared.sweep import report, sweep
+    from shared.sweep_jobs import parse_shard
 
     _out_folder(a.out)
+    if a.report:
+        if a.shard is not None or a.jobs != 1:
+            raise ConfigError("--report trains nothing: give it --out (and --format/--dpi) only, "
+                              "without --jobs or --shard")
+        _print(report(a.out, **_given(fmt=a.format, dpi=a.dpi)))
+        return
+    shard = None if a.shard is None else parse_shard(a.shard)  # before any data is read
     base = config_from_args(a, default_backend=a.default_backend, latent_dim=a.latent_dims[0])
     require_backend(base.backend)
-    _print(sweep(base, a.out, latent_dims=a.latent_dims, betas=a.betas, **_given(fmt=a.format, dpi=a.dpi)))
+    result = sweep(base, a.out, latent_dims=a.latent_dims, betas=a.betas, jobs=a.jobs, shard=shard,
+                   **_given(fmt=a.format, dpi=a.dpi))
+    if shard is None:
+        _print(result)
+    else:
+        print(f"shard {shard[0]}/{shard[1]} done ({len(result.table)} of {result.info['grid_points']} grid points); "
+              f"run `facevae sweep --report --out {a.out}` when all shards have finished")
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
@@ -259,6 +274,14 @@ def _model_commands(sub: Any) -> None:
                    help="latent sizes (default: 4,16,64,256)")
     p.add_argument("--betas", type=floats, default=(0.01, 0.1, 1.0, 4.0), metavar="B,B",
                    help="KL weights (default: 0.01,0.1,1,4)")
+    p.add_argument("--jobs", type=bounded_int(1, _MAX_JOBS), default=1, metavar="N",
+                   help="train N grid points at once in N processes, each with cores/N threads (default: 1)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="train only the grid points whose index %% N == I (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8, "
+                        "and write no table; then run --report (default: the whole grid)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write the table and figures of every finished run in --out "
+                        "(after the shards) and list the missing points")
     _figure_flags(p, data=False)
     p.set_defaults(func=_cmd_sweep)
 

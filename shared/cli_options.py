@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from shared.config import (BACKENDS, DEVICES, LIKELIHOODS, MODEL_FAMILIES, OPTIMIZERS, PRESETS, SCHEDULES,
-                           SIGMA_MODES, TASKS, DataConfig, ModelConfig, RunConfig, TrainConfig,
+from shared.config import (BACKENDS, DEVICES, LIKELIHOODS, MODEL_FAMILIES, OPTIMIZERS, PRECISIONS, PRESETS,
+                           SCHEDULES, SIGMA_MODES, TASKS, DataConfig, ModelConfig, RunConfig, TrainConfig,
                            default_train_config, preset_shape)
 from shared.errors import ConfigError
 
@@ -132,7 +132,7 @@ NOT_FLAGS: dict[str, str] = {
 }
 _CHOICES: dict[str, tuple] = {"backend": BACKENDS, "family": MODEL_FAMILIES, "preset": PRESETS, "task": TASKS,
                               "likelihood": LIKELIHOODS, "sigma_mode": SIGMA_MODES, "optimizer": OPTIMIZERS,
-                              "schedule": SCHEDULES, "device": DEVICES}
+                              "schedule": SCHEDULES, "device": DEVICES, "precision": PRECISIONS}
 _HELP: dict[str, str] = {
     "backend": "framework (default: $FACEVAE_BACKEND, else torch; `python -m facevae_tf`: tf)",
     "family": "model: cnn (classifier, torch), vae, cvae (conditional, tf), iaf (flow posterior, tf)",
@@ -166,6 +166,8 @@ _HELP: dict[str, str] = {
     "device": "auto = CUDA when present",
     "compile": "torch.compile (torch) / jit_compile (tf)",
     "tensorboard": "also write TensorBoard event files into RUN/tensorboard/",
+    "precision": "training arithmetic: 32 (float32), bf16 (bfloat16 autocast; CUDA or a CPU with avx512_bf16/AMX) "
+                 "or 16 (float16 + loss scaling, GPU only); weights and checkpoints stay float32",
     "spec": "faces: synthetic[:N], a Kaggle-layout .csv/.csv.gz/.parquet, a UTKFace image folder, or orl",
     "val_fraction": "share of the faces held out for validation",
     "test_fraction": "share of the faces held out for the test split",

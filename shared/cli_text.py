@@ -46,6 +46,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "--out runs/sweep   # ~1 min on 2 CPU cores",
         "facevae sweep --config runs/vae/config.json --epochs 2 --latent-dims 2,8 --betas 1 --format pdf "
         "--out runs/sweep2   # ~40 s on 2 CPU cores",
+        "facevae sweep --data synthetic:1000 --latent-dims 4,16,64 --betas 0.1,1 --jobs 4 --out runs/sweep3"
+        "   # 4 processes",
+        "facevae sweep --data synthetic:1000 --latent-dims 4,16,64 --betas 0.1,1 --shard $SLURM_ARRAY_TASK_ID/6 "
+        "--out runs/sweep4   # one task of an array job",
+        "facevae sweep --report --out runs/sweep4   # the table and figures, once every shard has finished",
     ),
     "evaluate": (
         "facevae evaluate runs/vae",

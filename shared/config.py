@@ -18,7 +18,7 @@ from shared.errors import ConfigError
 
 __all__ = [
     "BACKENDS", "MODEL_FAMILIES", "PRESETS", "TASKS", "LIKELIHOODS", "SIGMA_MODES",
-    "OPTIMIZERS", "SCHEDULES", "DataConfig", "ModelConfig", "TrainConfig", "RunConfig",
+    "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "DataConfig", "ModelConfig", "TrainConfig", "RunConfig",
     "LABEL_DIM", "preset_shape", "default_train_config",
 ]
 
@@ -31,6 +31,7 @@ SIGMA_MODES = ("fixed", "learned")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "seed")  # seed: lr / (1 + epoch), the original recipe
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("32", "bf16", "16")  # float32, bfloat16 autocast, float16 autocast + loss scaling
 _MIN_AUTO_BATCH = 8  # the smallest batch min_steps_per_epoch shrinks to
 LABEL_DIM = 7  # conditional models: gender (1) + ethnicity one-hot (5) + scaled age (1)
 MAX_CHANNELS = 4096  # per conv layer; far beyond any face model, small enough to catch typos
@@ -260,6 +261,11 @@ class TrainConfig(_JsonMixin):
         compile: ``torch.compile`` (torch) / ``jit_compile`` (tf).
         tensorboard: also write TensorBoard event files (``tensorboard/`` in the run folder), same tags
             on both backends.
+        precision: arithmetic of the training and validation steps: ``32`` (float32), ``bf16`` (bfloat16
+            autocast on torch, a ``mixed_bfloat16`` policy on tf) or ``16`` (float16 with loss scaling; GPUs
+            only, CPUs run it far slower than float32). Weights, losses and checkpoints stay float32, so a
+            run may change precision on resume; evaluation and inference always run in float32. The
+            integers 32 and 16 are taken as ``"32"`` and ``"16"``.
     """
 
     epochs: int = 20
@@ -277,8 +283,12 @@ class TrainConfig(_JsonMixin):
     device: str = "auto"
     compile: bool = False
     tensorboard: bool = False
+    precision: str = "32"
 
     def __post_init__(self) -> None:
+        if type(self.precision) is int and str(self.precision) in PRECISIONS:  # precision=16 from Python or JSON
+            object.__setattr__(self, "precision", str(self.precision))
+        _choice("precision", self.precision, PRECISIONS)
         _in_range("epochs", self.epochs, 1, 100_000, int)
         _in_range("batch_size", self.batch_size, 1, 1_000_000, int)
         _in_range("lr", self.lr, 0.0, 10.0)

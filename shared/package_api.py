@@ -201,15 +201,19 @@ def evaluate(backend: str, run: str | os.PathLike, *, data: Any = None, run_data
 
 
 def sweep(backend: str, out: str | os.PathLike, *, latent_dims: Any, betas: Any, data: Any = None,
-          model: str | None = None, config: Any = None, **options: Any):
+          model: str | None = None, config: Any = None, jobs: int = 1, shard: Any = None, **options: Any):
     """Train and evaluate every ``latent_dims`` × ``betas`` {backend} model into ``out`` (one run each).
 
     ``data`` is a SPEC or path (every run reads it); ``model``, ``config`` and ``options`` are those of
-    ``{pkg}.train``, plus ``iwae_k``. Re-running continues an interrupted sweep.
+    ``{pkg}.train``, plus ``iwae_k``. Re-running continues an interrupted sweep. ``jobs=N`` trains N
+    grid points at once in N processes (the same numbers); ``shard=(i, n)`` trains only the points
+    whose grid index % n == i and writes no table (for an array job): afterwards
+    ``shared.sweep.report(out)`` (``facevae sweep --report --out DIR``) writes the table and figures.
 
     Example::
 
         {pkg}.sweep("runs/sweep", latent_dims=(4, 16, 64), betas=(0.5, 1.0), data="synthetic:4000", epochs=10)
+        {pkg}.sweep("runs/sweep", latent_dims=(4, 16, 64), betas=(0.5, 1.0), data="synthetic:4000", jobs=4)
     """
     from shared.errors import ConfigError
     from shared.sweep import sweep as _sweep
@@ -220,7 +224,7 @@ def sweep(backend: str, out: str | os.PathLike, *, latent_dims: Any, betas: Any,
     extra = {k: options.pop(k) for k in ("iwae_k",) if k in options}
     dims = list(latent_dims)
     cfg = _config(backend, data, model, config, {"latent_dim": dims[0] if dims else None, **options})
-    return _sweep(cfg, out, latent_dims=dims, betas=list(betas), **extra)
+    return _sweep(cfg, out, latent_dims=dims, betas=list(betas), jobs=jobs, shard=shard, **extra)
 
 
 def interpolate(backend: str, run: str | os.PathLike, *, grid: int = 9, slerp: bool = False, corners: str = "sample",

@@ -19,6 +19,13 @@ split) is skipped; one with a ``config.json`` but no evaluation is resumed from 
 (``train(resume=True)``) and then evaluated; one stopped before its first checkpoint is started
 again. So an interrupted sweep continues where it stopped when the same command is run again.
 A folder holding a run with a *different* config is refused.
+
+Using the hardware (see :mod:`shared.sweep_jobs`): ``jobs=N`` trains the grid points in N worker
+processes (the same numbers as ``jobs=1``); ``shard=(i, n)`` trains only every n-th point starting at
+i and writes no table, so n processes (a cluster array job) share the grid; :func:`report` then
+reads every finished run of the folder and writes the table and figures a full sweep would.
+A point that fails does not stop the others; the sweep raises one error listing the failures at
+the end, and the finished points are reused when it is run again.
 """
 from __future__ import annotations
 
@@ -32,16 +39,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
-
 from shared import api
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
 from shared.results import DEFAULT_DPI, OutputWriter, Result, markdown_table
 from shared.runs import CONFIG, EVAL, FIGURES, LOCK, SPLIT, has_any_checkpoint, load_run_config, lock_run
 from shared.studio import labels_for
+from shared.sweep_jobs import GRID, Point, check_jobs, check_shard, read_grid, record_grid, run_points, shard_points
 
-__all__ = ["sweep", "run_name", "ensure_run", "METRIC_KEYS", "SWEEP_IWAE_K", "RECONSTRUCTION_FACES"]
+__all__ = ["sweep", "report", "run_name", "ensure_run", "METRIC_KEYS", "SWEEP_IWAE_K", "RECONSTRUCTION_FACES"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,8 @@ def _is_evaluated(run_dir: Path) -> Optional[dict[str, Any]]:
 
 
 def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IWAE_K,
-               classifier: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+               classifier: str | Path | None = None, seed: int = 0,
+               verbose: Optional[bool] = None) -> dict[str, Any]:
     """Train ``config`` into ``run_dir`` and evaluate it on its test split, skipping finished work.
 
     Args:
@@ -82,6 +89,7 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
         iwae_k: importance samples of the IWAE bound.
         classifier: optional CNN run folder for Fréchet distance.
         seed: evaluation seed.
+        verbose: training's epoch lines and progress bar (``None``: training's default).
 
     Returns:
         The evaluation result (``eval.json``).
@@ -90,6 +98,7 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
         RunError: ``run_dir`` holds a run with a different config.
     """
     run_dir = Path(run_dir)
+    quiet = {} if verbose is None else {"verbose": verbose}
     if (run_dir / CONFIG).is_file():
         saved = load_run_config(run_dir)
         if saved != config:
@@ -101,11 +110,11 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
             return done
         if has_any_checkpoint(run_dir):
             log.info("%s: incomplete run, resuming", run_dir)
-            api.train(None, run_dir, resume=True)
+            api.train(None, run_dir, resume=True, **quiet)
             return api.evaluate(run_dir, iwae_k=iwae_k, classifier=classifier, seed=seed)
         # stopped before its first checkpoint: api.train deletes its partial files and starts it again
         log.info("%s: interrupted before its first checkpoint, starting again", run_dir)
-    api.train(config, run_dir)
+    api.train(config, run_dir, **quiet)
     return api.evaluate(run_dir, iwae_k=iwae_k, classifier=classifier, seed=seed)
 
 
@@ -148,13 +157,13 @@ def _reconstructions(run_dirs: Sequence[Path], names: Sequence[str], config: Run
 
 
 _RUN_NAME = re.compile(r"d\d+_b(?:[0-9.e+-]+|inf|nan)")  # run_name's pattern
-_SWEEP_FILES = {"sweep.json", "sweep.md", FIGURES, LOCK}
+_SWEEP_FILES = {"sweep.json", "sweep.md", FIGURES, LOCK, GRID}
 
 
 def _sweep_entry(p: Path) -> bool:
     """A file or folder a sweep writes (grid-point runs, table, figures, lock, an interrupted write)."""
     return (p.name in _SWEEP_FILES or (p.is_dir() and _RUN_NAME.fullmatch(p.name) is not None)
-            or (p.name.startswith(".sweep.") and p.name.endswith(".tmp")))
+            or (p.name.startswith((".sweep.", f".{GRID}.")) and p.name.endswith(".tmp")))
 
 
 def _check_sweep_folder(out: Path) -> None:
@@ -174,7 +183,8 @@ def _check_sweep_folder(out: Path) -> None:
 
 
 def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int], betas: Sequence[float],
-          iwae_k: int = SWEEP_IWAE_K, save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
+          iwae_k: int = SWEEP_IWAE_K, save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI,
+          jobs: int = 1, shard: tuple[int, int] | str | None = None) -> Result:
     """Train and evaluate the ``latent_dims`` × ``betas`` grid of ``base`` into ``out``.
 
     Every grid point copies ``base`` with ``model.latent_dim`` and ``model.beta`` replaced, so all
@@ -188,6 +198,12 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
         iwae_k: importance samples of the IWAE column.
         save: write ``sweep.json``, ``sweep.md`` and the figures (the runs are written regardless).
         fmt, dpi: figure format (png, pdf, svg) and resolution.
+        jobs: worker processes training grid points at the same time (1: in this process). Each
+            gets ``max(1, cores // jobs)`` threads; the metrics equal those of ``jobs=1`` run with
+            the same thread count (a different count may change float sums in the last bits).
+        shard: ``(i, n)`` or ``"i/n"``: train only the points whose index in the grid (latent sizes
+            in the order given, then β) is ``i`` modulo ``n``, and write no table or figure (the
+            ``n`` shards may run at once into the same ``out``); :func:`report` merges them.
 
     Returns:
         A :class:`Result`: ``table`` one row per grid point (``name``, ``run_dir``, ``latent_dim``,
@@ -195,11 +211,13 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
         of ``sweep.json``), ``figure`` the rate–distortion plot (``None`` when no run reports rate
         and distortion), ``images`` ``(1 + runs, k, H, W)`` the reconstructions figure's rows,
         ``extra["reconstructions"]`` that figure as a Result; ``info["out"]`` is the sweep folder.
+        With ``shard``: a Result ``"sweep_shard"`` without figure, ``table`` the shard's rows,
+        ``info["shard"]`` ``"i/n"``.
 
     Raises:
-        ConfigError: empty grid, ``base`` is not a generative family, bad ``fmt``/``dpi``.
-        RunError: ``out`` is not a sweep folder or is in use by another sweep, or a folder in it
-            holds a different run.
+        ConfigError: empty grid, ``base`` is not a generative family, bad ``fmt``/``dpi``/``jobs``/``shard``.
+        RunError: ``out`` is not a sweep folder or is in use by another sweep, or grid points failed
+            (one line each, raised after every other point has finished; the finished ones are kept).
     """
     if not latent_dims or not betas:
         raise ConfigError(f"`latent_dims` and `betas` must be non-empty. Received: latent_dims={list(latent_dims)}, "
@@ -209,36 +227,152 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
     for d in latent_dims:  # every grid point is validated before the first one trains
         for b in betas:
             dataclasses.replace(base.model, latent_dim=d, beta=b)
+    jobs = check_jobs(jobs)
+    shard = None if shard is None else check_shard(shard)
     writer = OutputWriter(Path(out), save, fmt, dpi)
     out = Path(out)
+    points = []
+    for d in dict.fromkeys(int(d) for d in latent_dims):
+        for b in dict.fromkeys(float(b) for b in betas):
+            config = dataclasses.replace(base, model=dataclasses.replace(base.model, latent_dim=d, beta=b))
+            points.append(Point(run_name(d, b), config, out / run_name(d, b)))
     _check_sweep_folder(out)
+    if shard is not None:  # no sweep lock: the n shards of an array job write into the same folder at once
+        out.mkdir(parents=True, exist_ok=True)
+        record_grid(out, [p.name for p in points])
+        mine = shard_points(points, shard)
+        log.info("sweep shard %d/%d: %d of the %d grid points", *shard, len(mine), len(points))
+        results = _run_all(out, mine, jobs, iwae_k)
+        rows = [_row(p.name, p.run_dir, p.config, results[p.name]) for p in mine]
+        info = {"out": str(out), "shard": f"{shard[0]}/{shard[1]}", "points": [p.name for p in mine],
+                "grid_points": len(points)}
+        return Result("sweep_shard", None, None, pd.DataFrame(rows), info)
     with lock_run(out):  # one sweep at a time writes sweep.json / sweep.md / figures
-        return _sweep_locked(base, out, latent_dims, betas, iwae_k, writer)
+        record_grid(out, [p.name for p in points])
+        results = _run_all(out, points, jobs, iwae_k)
+        entries = [(p.name, p.run_dir, p.config, results[p.name]) for p in points]
+        return _write_outputs(base, out, entries, iwae_k, writer)
 
 
-def _sweep_locked(base: RunConfig, out: Path, latent_dims: Sequence[int], betas: Sequence[float],
-                  iwae_k: int, writer: OutputWriter) -> Result:
-    grid = [(int(d), float(b)) for d in dict.fromkeys(latent_dims) for b in dict.fromkeys(betas)]
-    rows, run_dirs, names = [], [], []
-    for d, b in tqdm(grid, desc="sweep", disable=None):
-        config = dataclasses.replace(base, model=dataclasses.replace(base.model, latent_dim=d, beta=b))
-        name = run_name(d, b)
-        run_dir = out / name
-        result = ensure_run(config, run_dir, iwae_k=iwae_k)
-        rows.append(_row(name, run_dir, config, result))
-        run_dirs.append(run_dir)
-        names.append(f"d={d} β={b:g}")
+def _run_all(out: Path, points: Sequence[Point], jobs: int, iwae_k: int) -> dict[str, Any]:
+    """The evaluation of every point; :class:`RunError` listing the failed points, once all have run."""
+    results, failures = run_points(points, jobs=jobs, iwae_k=iwae_k)
+    if failures:
+        listed = "; ".join(f"{name}: {error}" for name, error in failures.items())
+        raise RunError(f"{len(failures)} of {len(points)} grid points failed ({listed}); the {len(results)} "
+                       f"finished ones are kept in {out} and reused: run the same command again to retry the others")
+    return results
+
+
+def report(out: str | os.PathLike, *, save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
+    """The table and figures of every finished run in the sweep folder ``out`` (e.g. after its shards).
+
+    Reads each grid-point folder's ``config.json`` and ``eval.json``, checks that the runs differ
+    only in ``latent_dim`` and ``beta``, and writes ``sweep.json``, ``sweep.md`` and the figures
+    exactly as :func:`sweep` does for the same runs. Rows follow the grid recorded in ``grid.json``
+    (then any other runs by latent size and β). Points of the grid with no run, or a run without
+    an evaluation on its test split, are left out of the table and listed (a warning,
+    ``info["missing"]``, ``info["unevaluated"]`` and a line in ``sweep.md``).
+
+    Args:
+        out: the sweep folder.
+        save, fmt, dpi: as for :func:`sweep`.
+
+    Returns:
+        The :class:`Result` of :func:`sweep`.
+
+    Raises:
+        RunError: ``out`` is not a sweep folder, holds no evaluated run, holds runs of different
+            sweeps (another data spec, split, model or recipe), or is in use.
+    """
+    writer = OutputWriter(Path(out), save, fmt, dpi)
+    out = Path(out)
+    if not out.is_dir():
+        raise RunError(f"{out}: no such sweep folder")
+    _check_sweep_folder(out)
+    with lock_run(out, clean=False):  # shards may still be writing here: leave their unfinished files alone
+        folders = {p.name: p for p in out.iterdir() if p.is_dir() and _RUN_NAME.fullmatch(p.name)}
+        configs = {name: load_run_config(p) for name, p in folders.items() if (p / CONFIG).is_file()}
+        grid = read_grid(out) or []
+        others = sorted((n for n in configs if n not in grid),
+                        key=lambda n: (configs[n].model.latent_dim, configs[n].model.beta))
+        missing = [n for n in grid if n not in configs]
+        base = _one_sweep(out, [(n, configs[n]) for n in [*grid, *others] if n in configs])
+        entries, unevaluated = [], []
+        for name in [*grid, *others]:
+            if name not in configs:
+                continue
+            result = _is_evaluated(folders[name])
+            if result is None:
+                unevaluated.append(name)
+            else:
+                entries.append((name, folders[name], configs[name], result))
+        if not entries:
+            raise RunError(f"{out}: holds no evaluated grid point yet (not started: {len(missing)}, unfinished: "
+                           f"{len(unevaluated)}); run the sweep or its shards first")
+        if missing or unevaluated:
+            log.warning("sweep report of %s: %d of %d grid points in the table; not started: %s; not finished "
+                        "or not evaluated: %s", out, len(entries), len(entries) + len(missing) + len(unevaluated),
+                        ", ".join(missing) or "none", ", ".join(unevaluated) or "none")
+        ks = {r.get("iwae_k") for *_, r in entries if isinstance(r.get("iwae_k"), int)}
+        iwae_k = ks.pop() if len(ks) == 1 else SWEEP_IWAE_K
+        return _write_outputs(base, out, entries, iwae_k, writer, missing=missing, unevaluated=unevaluated)
+
+
+def _one_sweep(out: Path, configs: Sequence[tuple[str, RunConfig]]) -> RunConfig:
+    """The first config; :class:`RunError` if a run's name or any field but latent_dim/beta disagrees."""
+    if not configs:
+        raise RunError(f"{out}: holds no grid-point run (folders such as d16_b0.1 with a {CONFIG}); "
+                       f"run the sweep or its shards first")
+    first_name, first = configs[0]
+    for name, config in configs:
+        m = config.model
+        if run_name(m.latent_dim, m.beta) != name:
+            raise RunError(f"{out / name}: holds a run of latent_dim={m.latent_dim}, beta={m.beta:g}, which "
+                           f"belongs in {run_name(m.latent_dim, m.beta)}; rename or remove it")
+        same = dataclasses.replace(config, model=dataclasses.replace(m, latent_dim=first.model.latent_dim,
+                                                                     beta=first.model.beta))
+        if same != first:
+            field = _first_difference(first.to_dict(), same.to_dict())
+            raise RunError(f"{out}: {first_name} and {name} are runs of different sweeps ({field}); a sweep "
+                           f"folder must hold runs that differ only in latent_dim and beta; move one away")
+    return first
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """``"model.preset: 'small' vs 'default'"``: the first field where two config dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            if prefix + key in ("data.path", "data.fingerprint"):  # provenance, not identity
+                continue
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {a!r} vs {b!r}"
+
+
+def _write_outputs(base: RunConfig, out: Path, entries: Sequence[tuple[str, Path, RunConfig, dict[str, Any]]],
+                   iwae_k: int, writer: OutputWriter, *, missing: Sequence[str] = (),
+                   unevaluated: Sequence[str] = ()) -> Result:
+    """``sweep.json``, ``sweep.md`` and the figures of the evaluated runs ``entries`` (name, folder, config, eval)."""
+    rows = [_row(name, run_dir, config, result) for name, run_dir, config, result in entries]
+    run_dirs = [run_dir for _, run_dir, _, _ in entries]
+    names = [f"d={c.model.latent_dim} β={c.model.beta:g}" for _, _, c, _ in entries]
     test = _same_test_split(run_dirs, base)
 
     info = {"out": str(out), "backend": base.backend, "family": base.model.family, "data": base.data.spec,
             "split_seed": base.data.split_seed, "n_test": int(len(test)), "iwae_k": iwae_k}
+    # a report of an unfinished sweep says what is not in the table (a complete one has no such keys)
+    gaps = {k: list(v) for k, v in (("missing", missing), ("unevaluated", unevaluated)) if v}
+    info.update(gaps)
     writer.json("sweep.json", {**info, "runs": rows})
     columns = ["latent dim", "β", "rate (nats)", "distortion (nats)", "−ELBO", f"IWAE-{iwae_k} (−log p)",
                "PSNR (dB)", "SSIM"]
     table = markdown_table(columns, [[r["latent_dim"], r["beta"], r["rate"], r["distortion"], r["neg_elbo"],
                                       r["iwae"], r["psnr"], r["ssim"]] for r in rows])
+    note = "".join(f"\nNot in the table, {'not started' if k == 'missing' else 'not finished or not evaluated'}: "
+                   f"{', '.join(v)}.\n" for k, v in gaps.items())
     writer.text("sweep.md", f"# Sweep — {base.backend}/{base.model.family} on {base.data.spec}\n\n"
-                            f"Test split ({len(test)} faces), per-image means.\n\n{table}")
+                            f"Test split ({len(test)} faces), per-image means.\n\n{table}{note}")
     from shared.plotting import rate_distortion_figure
     points = [dict(rate=r["rate"], distortion=r["distortion"], label=n, group=f"β={r['beta']:g}")
               for r, n in zip(rows, names) if r["rate"] is not None and r["distortion"] is not None]

@@ -1,31 +1,29 @@
 """The Kaggle layout (``age,ethnicity,gender,img_name,pixels``) in ``.csv``, ``.csv.gz`` and ``.parquet``.
 
-Pixels are parsed without a Python loop per row: the values of every row are counted in one pass
-over Arrow's byte buffer (a value starts wherever a non-whitespace byte follows whitespace, so tabs,
-runs of spaces and leading or trailing whitespace all separate values), and each chunk of rows with
-the usual count is joined and parsed by one ``np.fromstring`` call (which releases the GIL, so
-chunks run in a few threads), then range-checked as an array. Only rows with another count, or the
-rows of a chunk whose text does not parse, are looked at one by one, to name the exact problem.
+A plain CSV (or its gzip) is read without building a Python or Arrow string per row: the text is
+inflated with ``zlib`` in large blocks, line ends and commas are found with numpy, the small label
+fields go through Arrow's CSV reader, and the ``pixels`` field of every line is parsed in place by the
+byte parser of :mod:`shared.data.pixel_parser`. Files that need a real CSV parser (quotes, ``\\r``,
+non-ASCII bytes, ``pixels`` not last, ragged lines) and parquet files are read by Arrow, whose string
+buffer goes through the same byte parser, so both routes give the same faces and the same messages.
 """
 from __future__ import annotations
 
 import gzip
 import logging
 import math
-import os
 import re
-import warnings
-from concurrent.futures import ThreadPoolExecutor
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from shared.data.validate import Report, check_labels, majority
+from shared.data.pixel_parser import parse_spans
+from shared.data.validate import Report, check_labels
 from shared.errors import DataError
 from shared.faces import Faces
 
@@ -36,6 +34,8 @@ log = logging.getLogger(__name__)
 COLUMNS = ("age", "ethnicity", "gender", "img_name", "pixels")
 _ROWS_PER_CHUNK = 2048
 _SNIFF_BYTES = 1 << 16  # a NUL byte here marks a binary file, not CSV text
+_INFLATE_BLOCK = 1 << 22  # zlib inflates faster fed in blocks than in one call on the whole file
+_CONVERT = pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=True)
 
 
 def _suffix(path: Path) -> str:
@@ -67,8 +67,7 @@ def read_table(path: Path) -> pa.Table:
         if ext == ".parquet":
             table = pq.read_table(path)
         else:
-            opts = pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=True)
-            table = pacsv.read_csv(path, convert_options=opts)  # decompresses .gz itself
+            table = pacsv.read_csv(path, convert_options=_CONVERT)  # decompresses .gz itself
     except (OSError, pa.ArrowException, ValueError) as exc:
         text = _printable(str(exc).splitlines()[0]) if str(exc).strip() else type(exc).__name__
         if "Empty CSV" in text:
@@ -116,60 +115,16 @@ def _check_duplicates(names: list[str], path: Path) -> None:
                             f"{','.join(COLUMNS)} once", file=path, field=name)
 
 
-def _diagnose(text: str | None, n_pixels: int, file: Path, row: int) -> tuple[np.ndarray | None, DataError | None]:
-    """Slow path for one row that failed the byte check: its pixels, or the exact problem."""
-    tokens = (text or "").split()
-    if not tokens:
-        return None, DataError(f"missing value; expected {n_pixels} whitespace-separated integers 0-255",
-                               file=file, row=row, field="pixels")
-    bad = next((k for k, t in enumerate(tokens) if not t.isascii() or not t.isdigit()), None)
-    if bad is not None:
-        return None, DataError(f"value {bad} is {tokens[bad]!r}, not an integer; expected integers 0-255",
-                               file=file, row=row, field="pixels")
-    if len(tokens) != n_pixels:
-        side = math.isqrt(n_pixels)
-        return None, DataError(f"{len(tokens)} values; expected {n_pixels} ({side}x{side})",
-                               file=file, row=row, field="pixels")
-    return np.array(tokens, dtype=np.int64), None
-
-
-def _value_counts(pixels: pa.StringArray) -> np.ndarray:
-    """Whitespace-separated values per row, from Arrow's byte buffer a chunk of rows at a time (0: null or blank)."""
+def _arrow_spans(pixels: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrow's string buffer as uint8 plus each row's ``[start, end)`` in it (nulls are empty spans)."""
+    if isinstance(pixels, pa.ChunkedArray):
+        pixels = pixels.combine_chunks()
     dtype = np.int64 if pa.types.is_large_string(pixels.type) else np.int32
     offsets = np.frombuffer(pixels.buffers()[1], dtype=dtype)[pixels.offset:pixels.offset + len(pixels) + 1]
     offsets = offsets.astype(np.int64)
     data = pixels.buffers()[2]
     raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    counts = np.empty(len(pixels), dtype=np.int64)
-    for start in range(0, len(pixels), _ROWS_PER_CHUNK):
-        o = offsets[start:start + _ROWS_PER_CHUNK + 1]
-        rel = o - o[0]
-        text = raw[o[0]:o[-1]] > 32  # whitespace is 9-13 and 32; other control bytes fail the parse anyway
-        starts = np.empty_like(text)
-        starts[:1] = text[:1]
-        np.greater(text[1:], text[:-1], out=starts[1:])  # a value starts where text follows whitespace ...
-        first = rel[:-1][rel[:-1] < text.size]
-        starts[first] = text[first]  # ... or where a row starts, whatever ended the row before
-        counts[start:start + len(o) - 1] = np.diff(np.searchsorted(np.flatnonzero(starts), rel))
-    return counts
-
-
-def _out_of_range(values: np.ndarray, file: Path, row: int) -> DataError:
-    col = int(np.argmax((values > 255) | (values < 0)))
-    return DataError(f"value {col} is {int(values[col])}, out of range; expected integers 0-255",
-                     file=file, row=row, field="pixels")
-
-
-def _fast_parse(chunk: pa.StringArray, n_rows: int, n_pixels: int) -> np.ndarray | None:
-    """All rows of ``chunk`` parsed in one call, or ``None`` when some text is not plain integers."""
-    text = " ".join(chunk.to_pylist())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # numpy warns when it stops at bad text
-        try:
-            values = np.fromstring(text, dtype=np.int64, sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
-    return values.reshape(n_rows, n_pixels) if values.size == n_rows * n_pixels else None
+    return raw, offsets[:-1], offsets[1:]
 
 
 def parse_pixels(pixels: pa.Array, file: Path) -> tuple[np.ndarray, np.ndarray, list[DataError]]:
@@ -182,48 +137,8 @@ def parse_pixels(pixels: pa.Array, file: Path) -> tuple[np.ndarray, np.ndarray, 
     Raises:
         DataError: no row holds values, or the usual count is not a square (H·W with H = W).
     """
-    if isinstance(pixels, pa.ChunkedArray):
-        pixels = pixels.combine_chunks()
-    counts = _value_counts(pixels)
-    if not (counts > 0).any():
-        raise DataError("every row is empty; expected H*W whitespace-separated integers 0-255", file=file,
-                        field="pixels")
-    n_pixels = int(majority(counts[counts > 0])[0])
-    side = math.isqrt(n_pixels)
-    if side * side != n_pixels:
-        raise DataError(f"most rows have {n_pixels} values, which is not a square image; expected H*W values "
-                        "with H = W (e.g. 2304 for 48x48)", file=file, field="pixels")
-    n = len(pixels)
-    images = np.zeros((n, n_pixels), dtype=np.uint8)
-    ok = np.zeros(n, dtype=bool)
-    problems: list[DataError] = []
-
-    def fast_chunk(start: int) -> np.ndarray:
-        """Parse the chunk's rows with the usual count into ``images``; return the rows left for the slow path."""
-        chunk = pixels.slice(start, _ROWS_PER_CHUNK)
-        fast = counts[start:start + len(chunk)] == n_pixels
-        rows = np.flatnonzero(fast)
-        values = _fast_parse(pc.filter(chunk, pa.array(fast)), rows.size, n_pixels) if rows.size else None
-        if values is None:  # bad text somewhere in the chunk: every row gets the careful look
-            return start + np.arange(len(chunk))
-        bad = (values.view(np.uint64) > 255).any(axis=1)  # negatives wrap to huge values: one pass
-        images[start + rows[~bad]] = values[~bad]
-        ok[start + rows[~bad]] = True
-        return start + np.concatenate([np.flatnonzero(~fast), rows[bad]])
-
-    # np.fromstring releases the GIL, so chunks parse in parallel threads
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        slow = np.sort(np.concatenate(list(pool.map(fast_chunk, range(0, n, _ROWS_PER_CHUNK)))))
-    for row in slow.tolist():
-        vals, err = _diagnose(pixels[row].as_py(), n_pixels, file, row)
-        if err is None and ((vals > 255) | (vals < 0)).any():
-            err = _out_of_range(vals, file, row)
-        if err is not None:
-            problems.append(err)
-        else:
-            images[row], ok[row] = vals, True
-    problems.sort(key=lambda e: e.row)
-    return images, ok, problems
+    raw, starts, ends = _arrow_spans(pixels)
+    return parse_spans(raw, starts, ends, file, rows_per_chunk=_ROWS_PER_CHUNK)
 
 
 def resize_images(images: np.ndarray, image_size: int) -> np.ndarray:
@@ -233,14 +148,91 @@ def resize_images(images: np.ndarray, image_size: int) -> np.ndarray:
                      for im in images]) if len(images) else np.zeros((0, image_size, image_size), np.uint8)
 
 
+def _read_bytes(path: Path, ext: str) -> bytes | None:
+    """The file's text; gzip members are inflated by ``zlib`` in 4 MiB input blocks (``None``: not clean gzip)."""
+    data = path.read_bytes()
+    if ext == ".csv":
+        return data
+    parts: list[bytes] = []
+    view = memoryview(data)
+    while view.nbytes:
+        inflater = zlib.decompressobj(wbits=31)
+        for i in range(0, view.nbytes, _INFLATE_BLOCK):
+            parts.append(inflater.decompress(view[i:i + _INFLATE_BLOCK]))
+            if inflater.eof:
+                break
+        if not inflater.eof:  # truncated: the Arrow path words the error
+            return None
+        view = memoryview(inflater.unused_data + view[i + _INFLATE_BLOCK:])  # the next gzip member, if any
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _read_direct(path: Path, ext: str) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray] | None:
+    """A plain CSV read without Arrow's string column: label table, text bytes and each row's pixel span.
+
+    Only files whose reading is unambiguous take this path (ASCII, no quotes, ``\\n`` line ends, no NUL,
+    ``pixels`` the last column, every line with the header's field count); ``None`` sends anything else
+    to :func:`read_table`, which gives the same result or names the problem.
+    """
+    try:
+        data = _read_bytes(path, ext)
+    except (OSError, zlib.error):
+        return None
+    if data is None or not data.isascii() or b'"' in data or b"\r" in data or b"\0" in data:
+        return None
+    first = data.find(b"\n")
+    header = data[:first if first >= 0 else len(data)].decode()
+    names = header.split(",")
+    if not header or names[-1] != "pixels" or len(set(names)) != len(names) or not set(COLUMNS) <= set(names) or any(
+            re.fullmatch(r"(.+)\.\d+", n) for n in names):
+        return None
+    # str.find is a memchr: a short Python loop per line beats whole-file numpy masks (203 MB of new pages)
+    commas, size = len(names) - 1, len(data)
+    starts, pixel_starts, ends = [], [], []
+    pos = first + 1 if first >= 0 else size
+    while pos < size:
+        end = data.find(b"\n", pos)
+        end = size if end < 0 else end
+        if end > pos:  # Arrow skips empty lines; rows are numbered without them
+            at = pos
+            for _ in range(commas):
+                at = data.find(b",", at, end) + 1
+                if at == 0:
+                    return None
+            if data.find(b",", at, end) >= 0:
+                return None
+            starts.append(pos)
+            pixel_starts.append(at)
+            ends.append(end)
+        pos = end + 1
+    if not starts:
+        return None
+    lines = [header[:-len(",pixels")].encode()]
+    lines += [data[s:e - 1] for s, e in zip(starts, pixel_starts)]
+    try:
+        labels = pacsv.read_csv(pa.BufferReader(b"\n".join(lines) + b"\n"), convert_options=_CONVERT)
+    except (pa.ArrowException, ValueError):
+        return None
+    if labels.num_rows != len(starts):
+        return None
+    return labels, np.frombuffer(data, dtype=np.uint8), np.array(pixel_starts), np.array(ends)
+
+
 def load_table(path: Path, image_size: int, report: Report) -> Faces:
     """Faces of a Kaggle-layout file; bad rows are recorded in ``report`` and skipped.
 
     Raises:
         DataError: fatal problems (see :mod:`shared.data`), or no valid row at all.
     """
-    table = read_table(path)
-    images, ok_px, problems = parse_pixels(table.column("pixels"), path)
+    ext = _suffix(path)
+    direct = _read_direct(path, ext) if ext != ".parquet" and path.is_file() and path.stat().st_size else None
+    if direct is None:
+        table = read_table(path)
+        images, ok_px, problems = parse_pixels(table.column("pixels"), path)
+    else:
+        table, text, starts, ends = direct
+        images, ok_px, problems = parse_spans(text, starts, ends, path, rows_per_chunk=_ROWS_PER_CHUNK,
+                                              null_values=_CONVERT.null_values)
     frame = pd.DataFrame({c: table.column(c).to_pandas() for c in COLUMNS[:4]})
     labels, ok_lab, label_problems = check_labels(frame, path)
     by_row = {e.row: e for e in label_problems}
@@ -252,7 +244,7 @@ def load_table(path: Path, image_size: int, report: Report) -> Faces:
         first = by_row[min(by_row)]
         raise DataError(f"no valid faces: all {len(ok)} rows have problems (first: {first})", file=path)
     side = math.isqrt(images.shape[1])
-    images = images[ok].reshape(-1, side, side)
+    images = (images if ok.all() else images[ok]).reshape(-1, side, side)  # no 54 MB copy when all rows pass
     if side != image_size:
         report.notes.append(f"{path}: faces are {side}x{side}; resized to {image_size}x{image_size} (bilinear)")
         images = resize_images(images, image_size)
