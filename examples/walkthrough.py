@@ -4,7 +4,7 @@
 # A notebook in `# %%` cells (open it in VS Code / Jupyter with jupytext, or run it as a script:
 # `.venv/bin/python examples/walkthrough.py`). Everything returns objects — runs, figures, arrays,
 # tables — and the files land in one run folder per model. On 2 CPU cores the whole file takes
-# about 4 minutes with the sizes below; `FACEVAE_WALKTHROUGH_TINY=1` shrinks it to seconds (the
+# 1 min 45 s with the sizes below (measured, idle); `FACEVAE_WALKTHROUGH_TINY=1` shrinks it to seconds (the
 # test suite runs it that way).
 #
 # To use your own faces, set `DATA` to the Kaggle CSV (`age_gender.csv`, 48×48 grayscale) or a
