@@ -67,8 +67,8 @@ def floor(big_gz: Path, big_csv: Path, repeats: int) -> dict:
     from shared.data.cache import digest_file
     from shared.data.kaggle import _read_bytes
     return {"read .csv": timed(big_csv.read_bytes, repeats)[:2],
-            "cache key: BLAKE2b of the .csv": timed(lambda: digest_file(big_csv), repeats)[:2],
-            "cache key: BLAKE2b of the .csv.gz": timed(lambda: digest_file(big_gz), repeats)[:2],
+            "cache key: SHA-256 of the .csv": timed(lambda: digest_file(big_csv), repeats)[:2],
+            "cache key: SHA-256 of the .csv.gz": timed(lambda: digest_file(big_gz), repeats)[:2],
             "read .csv.gz": timed(big_gz.read_bytes, repeats)[:2],
             "gzip.decompress": timed(lambda: gzip.decompress(big_gz.read_bytes()), repeats)[:2],
             "zlib blocks (loader)": timed(lambda: _read_bytes(big_gz, ".csv.gz"), repeats)[:2]}
