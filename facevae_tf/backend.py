@@ -6,7 +6,9 @@ nothing else. See :mod:`facevae_tf.engine` for seeding and determinism.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -14,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facevae_tf import distribute
 from facevae_tf.evaluation import evaluate
 from facevae_tf.adapter import CHUNK, TFGenerativeModel, arrays_of
 from facevae_tf.models import build_model
@@ -33,7 +36,9 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
     """Train the model of ``config`` on ``split.train`` (validating on ``split.val``) into ``run_dir``.
 
     Seeds Python/numpy/TF globals with ``config.train.seed`` (see :func:`facevae_tf.engine.seed_everything`)
-    and places the work on ``config.train.device`` (:func:`facevae_tf.engine.device_scope`).
+    and places the work on ``config.train.device`` (:func:`facevae_tf.engine.device_scope`), or on
+    ``config.train.devices`` replicas under ``tf.distribute`` (:mod:`facevae_tf.distribute`; with
+    ``TF_CONFIG`` on a cluster, only the chief writes ``run_dir``).
 
     Args:
         initial_weights: optional plan-keyed starting weights in torch layout (as
@@ -44,7 +49,8 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
         The best epoch's metrics record plus the learning guard's ``warnings``.
 
     Raises:
-        ConfigError: the config is not a tf generative model, or ``cuda`` without a GPU;
+        ConfigError: the config is not a tf generative model, ``cuda`` without a GPU, or ``devices`` this
+            process cannot provide (see :func:`facevae_tf.distribute.strategy_for`);
         NonFiniteLossError: NaN/inf loss;
         RunError: ``resume`` without a checkpoint.
     """
@@ -53,17 +59,29 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
     if config.model.image_size != faces.images.shape[1]:
         raise ConfigError(f"`image_size` {config.model.image_size} does not match the faces "
                           f"({faces.images.shape[1]}×{faces.images.shape[2]})")
+    if resume and distribute.cluster_spec() is not None:  # refused on every worker: none waits for the others
+        raise ConfigError("`resume` is not supported on a TF_CONFIG cluster (the workers other than the chief keep "
+                          "no checkpoint); resume the run on one machine, with --devices N")
+    # before anything else touches TensorFlow: logical CPU devices exist only if made before the runtime starts
+    strategy = distribute.strategy_for(config.train)
     seed_everything(config.train.seed)
-    with device_scope(config.train.device):
-        model = build_model(config.model)
-        if initial_weights is not None:
-            _start_from(model, config, initial_weights)
+    place = device_scope(config.train.device) if strategy is None else contextlib.nullcontext()
+    with place:
+        # under a strategy the variables are mirrored; their names, values and checkpoints are a one-device run's
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = build_model(config.model, synchronized_bn=strategy is not None)
+            if initial_weights is not None:
+                _start_from(model, config, initial_weights)
         label_dim = model.label_dim
         train_arrays = arrays_of(faces.subset(split.train), label_dim)
         val_arrays = arrays_of(faces.subset(split.val), label_dim)
         log.info("tf %s: %d parameters, %d train / %d val faces", config.model.family, model.count_params(),
                  len(train_arrays["x"]), len(val_arrays["x"]))
-        return fit(model, train_arrays, val_arrays, config, Path(run_dir), resume=resume)
+        if distribute.is_chief():
+            return fit(model, train_arrays, val_arrays, config, Path(run_dir), resume=resume, strategy=strategy)
+        # a non-chief worker of a TF_CONFIG cluster trains in step with the chief but writes to scratch
+        with tempfile.TemporaryDirectory(prefix="facevae-worker-") as scratch:
+            return fit(model, train_arrays, val_arrays, config, Path(scratch), resume=resume, strategy=strategy)
 
 
 def _start_from(model, config: RunConfig, weights: Mapping[str, np.ndarray]) -> None:

@@ -19,6 +19,10 @@ bfloat16/float16 while the variables, the loss terms and the checkpoints stay fl
 the optimiser in ``keras.optimizers.LossScaleOptimizer`` and needs a GPU. Only the inner optimiser's
 variables are checkpointed (not the loss scale), so a run can resume in another precision.
 :func:`facevae_tf.backend.load` builds a float32 model: evaluation and inference run in float32.
+
+Several devices (``TrainConfig.devices``): given a ``tf.distribute`` strategy the training step runs
+on every replica (:func:`facevae_tf.distribute.train_step_fn`) and computes the single-device step;
+validation runs on one replica. Checkpoints are unchanged.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae_tf import checkpoint
+from facevae_tf import checkpoint, distribute
 from facevae_tf.models import FaceVAE, set_precision
 from shared import training
 from shared.config import RunConfig, TrainConfig
@@ -104,20 +108,24 @@ class TFEngine:
         train, val: ``{"x": (N, H, W, 1) float32 in [0, 1], "y": (N, label_dim) float32}``.
         config: the run config.
         run_dir: the run folder.
+        strategy: the ``tf.distribute`` strategy ``model`` was built under (``devices > 1``), or None;
+            see :mod:`facevae_tf.distribute`.
     """
 
     def __init__(self, model: FaceVAE, train: dict[str, np.ndarray], val: dict[str, np.ndarray],
-                 config: RunConfig, run_dir: Path):
+                 config: RunConfig, run_dir: Path, strategy: Optional[tf.distribute.Strategy] = None):
         cfg = config.train
         self.model, self.train, self.val, self.run_dir = model, train, val, Path(run_dir)
         self.n_train, self.n_val = len(train["x"]), len(val["x"])
         self.noise_dim = int(model.latent_dim)
         check_precision(cfg)
         set_precision(model, cfg.precision)
-        inner = make_optimizer(cfg)
         scaled = cfg.precision == "16"  # float16 gradients underflow without loss scaling
-        self.optimizer = keras.optimizers.LossScaleOptimizer(inner) if scaled else inner
-        self.optimizer.build(model.trainable_variables)
+        # under a strategy the optimiser's variables are mirrored like the model's
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            inner = make_optimizer(cfg)
+            self.optimizer = keras.optimizers.LossScaleOptimizer(inner) if scaled else inner
+            self.optimizer.build(model.trainable_variables)
         self.loop_state = tf.Variable("{}", dtype=tf.string, trainable=False)
         # the inner optimiser's variables only: checkpoints are the same in every precision
         self.ckpt = checkpoint.model_checkpoint(model, optimizer=checkpoint.named_variables(inner.variables),
@@ -125,11 +133,10 @@ class TFEngine:
         variables = model.trainable_variables
         l2 = cfg.weight_decay if cfg.optimizer in ("adam", "sgd") else 0.0
 
-        def train_step(x, y, eps, beta):
-            with tf.GradientTape() as tape:
-                terms = model.loss_terms(x, y, eps, beta, training=True)
-                loss = self.optimizer.scale_loss(terms["loss"]) if scaled else terms["loss"]
-            grads = tape.gradient(loss, variables)
+        def loss_of(loss):
+            return self.optimizer.scale_loss(loss) if scaled else loss
+
+        def prepare(grads):  # the loss gradient -> what the optimiser applies
             if scaled:  # clip and decay the true gradient; LossScaleOptimizer unscales (and skips inf) itself
                 scale = self.optimizer.dynamic_scale
                 grads = [g / scale for g in grads]
@@ -139,12 +146,20 @@ class TFEngine:
                 grads = [g + l2 * v for g, v in zip(grads, variables)]
             if scaled:
                 grads = [g * scale for g in grads]
-            self.optimizer.apply_gradients(zip(grads, variables))
+            return grads
+
+        def train_step(x, y, eps, beta):
+            with tf.GradientTape() as tape:
+                terms = model.loss_terms(x, y, eps, beta, training=True)
+                loss = loss_of(terms["loss"])
+            self.optimizer.apply_gradients(zip(prepare(tape.gradient(loss, variables)), variables))
             return terms
 
-        def val_step(x, y, eps, beta):
+        def val_step(x, y, eps, beta):  # on one replica (the variables' first copy) under a strategy
             return model.loss_terms(x, y, eps, beta, training=False)
 
+        if strategy is not None:
+            train_step = distribute.train_step_fn(strategy, model, variables, self.optimizer, loss_of, prepare)
         # one trace for every batch size (the last batch is smaller); XLA still compiles per shape
         s, lab, d = config.model.image_size, model.label_dim, model.latent_dim
         spec = [tf.TensorSpec((None, s, s, 1), tf.float32), tf.TensorSpec((None, lab), tf.float32),
@@ -203,10 +218,13 @@ class TFEngine:
 
 
 def fit(model: FaceVAE, train: dict[str, np.ndarray], val: dict[str, np.ndarray], config: RunConfig,
-        run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
+        run_dir: Path, *, resume: bool = False, strategy: Optional[tf.distribute.Strategy] = None) -> dict[str, Any]:
     """Train ``model`` with the shared loop (:func:`shared.training.fit`) through a :class:`TFEngine`.
+
+    Args:
+        strategy: the ``tf.distribute`` strategy ``model`` was built under (:mod:`facevae_tf.distribute`), or None.
 
     Returns:
         The best epoch's metrics record plus the learning guard's ``warnings``.
     """
-    return training.fit(TFEngine(model, train, val, config, run_dir), config, run_dir, resume=resume)
+    return training.fit(TFEngine(model, train, val, config, run_dir, strategy), config, run_dir, resume=resume)

@@ -5,6 +5,11 @@ Layers are named ``{prefix}_{index:02d}_{kind}`` in plan order (e.g. ``encoder_0
 Images are NHWC; ``flatten`` therefore orders features (H, W, C) and ``unflatten`` reshapes a
 plan shape ``(C, H, W)`` to ``(H, W, C)``. Kernels and biases start U(±1/√fan_in), PyTorch's
 default and the initialisation :mod:`shared.architecture` prescribes for both backends.
+
+``synchronized_bn`` builds BatchNorm with ``synchronized=True``: under a ``tf.distribute`` strategy
+its batch statistics are those of the global batch (all replicas), so data-parallel training
+normalises as one device would. Its variables are the same; only single-device runs leave it off,
+since the synchronised moments (E[x²] − E[x]²) round slightly differently from Keras' default.
 """
 from __future__ import annotations
 
@@ -43,8 +48,8 @@ def dense(spec: Layer, name: str) -> keras.layers.Dense:
                               name=name)
 
 
-def build_layer(spec: Layer, name: str) -> keras.layers.Layer:
-    """One Keras layer for the plan record ``spec``.
+def build_layer(spec: Layer, name: str, synchronized_bn: bool = False) -> keras.layers.Layer:
+    """One Keras layer for the plan record ``spec`` (``synchronized_bn``: see the module docstring).
 
     Raises:
         ValueError: ``spec.kind`` is not a known plan kind.
@@ -59,7 +64,8 @@ def build_layer(spec: Layer, name: str) -> keras.layers.Layer:
     if kind == "maxpool":
         return keras.layers.MaxPooling2D(pool_size=spec.kernel, strides=spec.stride, name=name)
     if kind == "bn":
-        return keras.layers.BatchNormalization(epsilon=BN_EPS, momentum=1.0 - BN_MOMENTUM, name=name)
+        return keras.layers.BatchNormalization(epsilon=BN_EPS, momentum=1.0 - BN_MOMENTUM, name=name,
+                                               synchronized=synchronized_bn)
     if kind == "relu":
         return keras.layers.ReLU(name=name)
     if kind == "lrelu":
@@ -74,9 +80,9 @@ def build_layer(spec: Layer, name: str) -> keras.layers.Layer:
     raise ValueError(f"unknown plan layer kind {kind!r}")
 
 
-def build_stack(plan: Sequence[Layer], prefix: str) -> list[keras.layers.Layer]:
+def build_stack(plan: Sequence[Layer], prefix: str, synchronized_bn: bool = False) -> list[keras.layers.Layer]:
     """Keras layers for ``plan`` in order, named ``{prefix}_{i:02d}_{kind}``."""
-    return [build_layer(spec, f"{prefix}_{i:02d}_{spec.kind}") for i, spec in enumerate(plan)]
+    return [build_layer(spec, f"{prefix}_{i:02d}_{spec.kind}", synchronized_bn) for i, spec in enumerate(plan)]
 
 
 def apply_stack(layers: Sequence[keras.layers.Layer], x, training: bool):

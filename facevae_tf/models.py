@@ -10,6 +10,11 @@ Precision: :func:`set_precision` gives the plan layers a ``mixed_bfloat16`` / ``
 dtype policy (per layer, never Keras' global policy, so no other model in the process changes).
 Variables stay float32; the heads and the decoder logits are cast to float32, so the losses, the
 KL and the IAF flow are computed in float32.
+
+Data parallelism (``TrainConfig.devices``): :func:`build_model` with ``synchronized_bn=True`` gives
+BatchNorm global-batch statistics under a ``tf.distribute`` strategy, and :meth:`FaceVAE.batch_terms`
+turns per-image terms gathered from every replica into the batch terms, so the distributed step
+(:mod:`facevae_tf.distribute`) computes the single-device loss. The weights are the same either way.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ class FaceVAE(keras.Model):
 
     Args:
         config: the model config; ``config.family`` picks the subclass via :func:`build_model`.
+        synchronized_bn: BatchNorm statistics over every replica of a ``tf.distribute`` strategy.
 
     Inputs are images ``x`` ``(B, H, W, 1)`` float in [0, 1] and labels ``y`` ``(B, label_dim)``
     (``label_dim`` is 0 for unconditional models, so ``y`` may be ``(B, 0)``).
@@ -42,20 +48,20 @@ class FaceVAE(keras.Model):
 
     conditional = False
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, synchronized_bn: bool = False, **kwargs):
         super().__init__(name=kwargs.pop("name", f"facevae_{config.family}"), **kwargs)
         self.model_config = config
         self.plan = plan = vae_plan(config)
         self.latent_dim = plan.latent_dim
         self.label_dim = plan.label_dim
-        self.encoder_layers = build_stack(plan.encoder, "encoder")
-        self.encoder_dense = build_stack(plan.encoder_dense, "encoder_dense")
+        self.encoder_layers = build_stack(plan.encoder, "encoder", synchronized_bn)
+        self.encoder_dense = build_stack(plan.encoder_dense, "encoder_dense", synchronized_bn)
         heads = plan.heads
         self.head_mean = dense(heads["mean"], "head_mean")
         self.head_logvar = dense(heads["logvar"], "head_logvar")
         self.head_context = (dense(heads["context"], "head_context")
                              if "context" in heads else None)
-        self.decoder_layers = build_stack(plan.decoder, "decoder")
+        self.decoder_layers = build_stack(plan.decoder, "decoder", synchronized_bn)
         self.flow = self._make_flow(config)
         self._build_all()
 
@@ -130,6 +136,11 @@ class FaceVAE(keras.Model):
             ``loss``, ``distortion``, ``rate``, ``elbo``, ``beta`` (scalars, means over the batch).
         """
         distortion, rate, _ = self.image_terms(x, y, eps, training=training)
+        return self.batch_terms(distortion, rate, beta, training)
+
+    def batch_terms(self, distortion: tf.Tensor, rate: tf.Tensor, beta, training: bool = False
+                    ) -> dict[str, tf.Tensor]:
+        """Batch terms (:meth:`loss_terms`) from per-image terms of :meth:`image_terms` (free bits in training)."""
         free_bits = self.model_config.free_bits if training else 0.0
         return combine_terms(distortion, rate, beta, free_bits, self.latent_dim)
 
@@ -222,8 +233,12 @@ def set_precision(model: FaceVAE, precision: str) -> FaceVAE:
     return model
 
 
-def build_model(config: ModelConfig) -> FaceVAE:
+def build_model(config: ModelConfig, synchronized_bn: bool = False) -> FaceVAE:
     """The Keras model of ``config.family`` with every weight created.
+
+    Args:
+        config: the model config.
+        synchronized_bn: BatchNorm with global-batch statistics under a ``tf.distribute`` strategy.
 
     Raises:
         ConfigError: the family is not a generative model of this backend.
@@ -232,4 +247,4 @@ def build_model(config: ModelConfig) -> FaceVAE:
     if cls is None:
         raise ConfigError(f"`family` must be one of {set(MODEL_CLASSES)} on the tf backend. "
                           f"Received: family={config.family!r}")
-    return cls(config)
+    return cls(config, synchronized_bn=synchronized_bn)

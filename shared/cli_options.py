@@ -168,6 +168,8 @@ _HELP: dict[str, str] = {
     "tensorboard": "also write TensorBoard event files into RUN/tensorboard/",
     "precision": "training arithmetic: 32 (float32), bf16 (bfloat16 autocast; CUDA or a CPU with avx512_bf16/AMX) "
                  "or 16 (float16 + loss scaling, GPU only); weights and checkpoints stay float32",
+    "devices": "tf: train data-parallel on N devices (tf.distribute; N GPUs, else N logical CPU devices), "
+               "each batch split across them; torch: launch torchrun --nproc_per_node=N instead",
     "spec": "faces: synthetic[:N], a Kaggle-layout .csv/.csv.gz/.parquet, a UTKFace image folder, or orl",
     "val_fraction": "share of the faces held out for validation",
     "test_fraction": "share of the faces held out for the test split",

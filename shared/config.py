@@ -35,6 +35,7 @@ PRECISIONS = ("32", "bf16", "16")  # float32, bfloat16 autocast, float16 autocas
 _MIN_AUTO_BATCH = 8  # the smallest batch min_steps_per_epoch shrinks to
 LABEL_DIM = 7  # conditional models: gender (1) + ethnicity one-hot (5) + scaled age (1)
 MAX_CHANNELS = 4096  # per conv layer; far beyond any face model, small enough to catch typos
+MAX_DEVICES = 64    # data-parallel replicas (TrainConfig.devices)
 MAX_HIDDEN = 65536   # per dense layer: 10 million would allocate gigabytes of weights before failing
 
 # (channels, hidden_dims) per (family, preset); the block style follows the preset.
@@ -266,6 +267,12 @@ class TrainConfig(_JsonMixin):
             only, CPUs run it far slower than float32). Weights, losses and checkpoints stay float32, so a
             run may change precision on resume; evaluation and inference always run in float32. The
             integers 32 and 16 are taken as ``"32"`` and ``"16"``.
+        devices: data-parallel replicas, an integer in [1, 64]. On the tf backend ``devices > 1`` trains
+            under ``tf.distribute.MirroredStrategy`` (the GPUs when there are that many, else as many
+            logical CPU devices); each global batch of ``batch_size`` faces is split across them, so the
+            run computes what one device would, within float tolerance. torch runs on several GPUs are
+            launched with ``torchrun`` instead (``devices`` stays 1 there). It does not change the model,
+            so it may change on resume; configs saved before it existed load with 1.
     """
 
     epochs: int = 20
@@ -284,6 +291,7 @@ class TrainConfig(_JsonMixin):
     compile: bool = False
     tensorboard: bool = False
     precision: str = "32"
+    devices: int = 1
 
     def __post_init__(self) -> None:
         if type(self.precision) is int and str(self.precision) in PRECISIONS:  # precision=16 from Python or JSON
@@ -304,6 +312,7 @@ class TrainConfig(_JsonMixin):
         _bool("augment", self.augment)
         _bool("compile", self.compile)
         _bool("tensorboard", self.tensorboard)
+        _in_range("devices", self.devices, 1, MAX_DEVICES, int)
 
     def batch_size_for(self, n_train: int) -> int:
         """The batch size used on ``n_train`` training faces.
@@ -345,6 +354,10 @@ class RunConfig(_JsonMixin):
         if self.backend == "torch" and self.model.family in ("cvae", "iaf"):
             raise ConfigError(f"`family` {self.model.family!r} exists only on the tf backend. "
                               f"Received: backend='torch', family={self.model.family!r}")
+        if self.backend == "torch" and self.train.devices > 1:
+            raise ConfigError(f"`devices` > 1 is for the tf backend; train torch on {self.train.devices} GPUs by "
+                              f"launching `torchrun --nproc_per_node={self.train.devices} -m facevae train ...` "
+                              f"(with devices 1). Received: backend='torch', devices={self.train.devices}")
         if self.backend == "tf" and self.model.family == "cnn":
             raise ConfigError("`family` 'cnn' exists only on the torch backend. Received: backend='tf'")
 

@@ -154,7 +154,7 @@ VALUES = {"backend": "tf", "family": "iaf", "preset": "seed", "image_size": 64, 
           "context_dim": 8, "epochs": 2, "batch_size": 16, "lr": 0.003, "weight_decay": 0.01, "optimizer": "sgd",
           "schedule": "cosine", "early_stopping": 2, "min_steps_per_epoch": 4, "grad_clip": 1.5,
           "label_smoothing": 0.2, "augment": True, "seed": 9, "device": "cpu", "compile": True, "tensorboard": True,
-          "precision": "bf16",
+          "precision": "bf16", "devices": 2,
           "spec": "synthetic:300", "val_fraction": 0.2, "test_fraction": 0.15, "split_seed": 4}
 
 
