@@ -3,6 +3,10 @@
 ``shared.registry`` imports this module when the ``torch`` backend is asked for. Each function
 dispatches on ``config.model.family``: ``vae`` is handled here, ``cnn`` by
 :mod:`facevae.cnn_backend` (same signatures, imported only when needed).
+
+Under ``torchrun`` the backend also offers the two collectives :class:`shared.distributed.Ranks`
+needs before and after training (``broadcast_object``, ``barrier``, from :mod:`facevae.distributed`);
+``train`` itself needs nothing more, as its engine finds the process group by itself.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 
 from facevae.adapter import BATCH, TorchGenerativeModel
+from facevae.distributed import barrier, broadcast_object
 from facevae.engine import fit, load_weights, select_device
 from facevae.models import ConvVAE
 from facevae.weights_io import import_plan_weights
@@ -22,7 +27,7 @@ from shared.errors import ConfigError
 from shared.faces import Faces
 from shared.runs import load_run_config
 
-__all__ = ["train", "load", "evaluate", "inpaint_optimize", "build_vae"]
+__all__ = ["train", "load", "evaluate", "inpaint_optimize", "build_vae", "broadcast_object", "barrier"]
 
 log = logging.getLogger(__name__)
 

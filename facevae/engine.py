@@ -11,6 +11,11 @@ Data live in one tensor per key on the device; batches are index slices chosen b
 decays weights decoupled from the gradient, ``adam``/``sgd`` add ``weight_decay·w`` to it (L2) —
 the TF engine does the same.
 
+Several processes (``torchrun``, :mod:`facevae.distributed`): every step and validation batch
+arrives whole; the engine computes this rank's shard of it, sums the weighted gradients and terms
+over the ranks, and returns the global batch means, so the shared loop runs unchanged on every rank
+(only rank 0 writes: :mod:`shared.training`).
+
 Precision (``TrainConfig.precision``): ``bf16``/``16`` run the forward passes of the engine (training
 and validation steps, the learning guard's validation reconstructions) under ``torch.autocast``;
 the model hands the loss functions float32 tensors, so every reduction of the ELBO is float32, and
@@ -29,7 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from facevae import distributed
 from facevae.checkpoint import checkpoint_path, has_checkpoint, load_checkpoint, save_checkpoint
+from shared import distributed as distributed_env
 from shared import training
 from shared.config import RunConfig, TrainConfig
 from shared.errors import ConfigError, NonFiniteLossError, RunError
@@ -122,6 +129,18 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def _rank_device(device: torch.device) -> torch.device:
+    """Under torchrun, a CUDA process trains on GPU ``LOCAL_RANK`` of its node."""
+    if device.type != "cuda":
+        return device
+    local, count = distributed_env.local_rank(), torch.cuda.device_count()
+    if local >= count:
+        raise ConfigError(f"LOCAL_RANK={local} but this node has {count} GPU(s): start at most {count} processes "
+                          f"per node (torchrun --nproc_per_node={count}). Received: LOCAL_RANK={local}")
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
+
+
 def _check_terms(terms: Any) -> dict[str, Tensor]:
     if not isinstance(terms, dict) or "loss" not in terms:
         raise TypeError("model.loss_terms(batch, beta) must return a dict of scalar tensors holding 'loss'")
@@ -147,14 +166,23 @@ class TorchEngine:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
+        self.distributed = distributed.init()
+        if self.distributed:
+            self.device = device = _rank_device(device)
+            # every preset has BatchNorm: pool its statistics over the ranks (see facevae.distributed)
+            model = distributed.convert_batchnorm(model)
         self.model = model.to(device)
         if device.type == "cpu":
             model.to(memory_format=torch.channels_last)
+        if self.distributed:
+            distributed.broadcast_module(model)  # equal weights on every rank, whatever each one built
+        self._bn_sync = True
         self.train_t, self.val_t = to_tensors(train, device), to_tensors(val, device)
         self.n_train, self.n_val = len(self.train_t["images"]), len(self.val_t["images"])
         self.noise_dim = int(getattr(model, "latent_dim", 0))
         self.run_dir, self.augment = Path(run_dir), augment
         self.optimizer = make_optimizer(model, cfg)
+        self._params = [p for p in model.parameters() if p.requires_grad]
         self.grad_clip = cfg.grad_clip
         self.amp_dtype = autocast_dtype(cfg.precision, device)
         # float16 gradients underflow without loss scaling; disabled, the scaler is a pass-through
@@ -162,6 +190,9 @@ class TorchEngine:
         # augmentation and dropout draw from torch generators; their states travel in 'last'
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         torch.manual_seed(cfg.seed)
+        self.seed = cfg.seed
+        if self.distributed and distributed_env.rank() > 0:  # dropout masks must differ between shards
+            torch.manual_seed(distributed.rank_seed(cfg.seed, distributed_env.rank(), 0))
         self.loss_fn = torch.compile(model.loss_terms) if cfg.compile else model.loss_terms
         model.train()
 
@@ -176,14 +207,35 @@ class TorchEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    def _shard(self, n: int) -> Optional[distributed.Shard]:
+        """This rank's part of a global batch of ``n`` faces (None: one process computes all)."""
+        if not self.distributed:
+            return None
+        part = distributed.shard_of(n)
+        if part.sync_bn != self._bn_sync:
+            distributed.set_batchnorm_sync(self.model, part.sync_bn)
+            self._bn_sync = part.sync_bn
+        return part
+
     def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> dict[str, Tensor]:
+        part = self._shard(len(idx))
+        if part is not None and self.augment is None:  # only this rank's rows (and their noise) are needed
+            idx, eps = idx[part.rows], None if eps is None else eps[part.rows]
         batch = self._batch(self.train_t, idx, eps)
         if self.augment is not None:
+            # augment the whole global batch on every rank, with the same generator, then take the
+            # shard: each face gets the transform it would get in one process
             batch = self.augment(batch, self.generator)
+            if part is not None:
+                rows = torch.from_numpy(part.rows).to(self.device)
+                batch = {k: v[rows] for k, v in batch.items()}
         with _autocast(self.device, self.amp_dtype):
             terms = _check_terms(self.loss_fn(batch, beta=beta))
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms["loss"]).backward()
+        # weighted by the shard's share, the gradients summed over ranks are those of the global batch mean
+        self.scaler.scale(terms["loss"] if part is None else terms["loss"] * part.weight).backward()
+        if part is not None:
+            terms = distributed.reduce_step(self._params, terms, part.weight)
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -193,12 +245,17 @@ class TorchEngine:
 
     @torch.no_grad()
     def val_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> dict[str, Tensor]:
+        part = self._shard(len(idx))
+        if part is not None:
+            idx, eps = idx[part.rows], None if eps is None else eps[part.rows]
         self.model.eval()
         try:
             with _autocast(self.device, self.amp_dtype):
-                return dict(_check_terms(self.loss_fn(self._batch(self.val_t, idx, eps), beta=beta)))
+                terms = dict(_check_terms(self.loss_fn(self._batch(self.val_t, idx, eps), beta=beta)))
         finally:
             self.model.train()
+        # pooled, every rank sees the same validation loss and takes the same early-stopping decision
+        return terms if part is None else distributed.reduce_terms(terms, part.weight)
 
     def scalars(self, terms: Sequence[Mapping[str, Tensor]]) -> list[dict[str, float]]:
         if not terms:
@@ -251,6 +308,8 @@ class TorchEngine:
             self.generator.set_state(rng["augment"].cpu())
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
+        if self.distributed and distributed_env.rank() > 0:  # 'last' holds rank 0's generator only
+            torch.manual_seed(distributed.rank_seed(self.seed, distributed_env.rank(), int(loop.get("epoch", 0))))
         return loop
 
     def has_checkpoint(self, which: str) -> bool:

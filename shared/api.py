@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from shared import distributed
 from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig, default_train_config
 from shared.data import RUN_SPEC_PREFIX
 from shared.errors import ConfigError, FaceVAEError, RunError
@@ -149,15 +150,57 @@ def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
         initial_weights: plan-keyed numpy arrays in torch layout (``vae`` only) that replace the
             seeded initialisation of a new run, so both backends can start from the very same weights.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1, torch backend) every process calls this with the same
+    arguments and they train the one run together: rank 0 does all of the above; the others wait
+    until it has prepared the folder (or raise its error), read ``config.json`` and ``split.json``
+    from it, train their shards, write nothing and return once rank 0 has finished the folder. The
+    folder must be one every process sees (one machine, or a shared filesystem).
+
     Raises:
         RunError: ``out`` is locked; holds a run with a checkpoint, or something that is not a run
             (without ``resume``); holds no run or a run without a checkpoint (with ``resume``); the
-            run's data moved (with ``resume``).
+            run's data moved (with ``resume``); another process failed (under ``torchrun``).
         DataError, ConfigError: invalid data, config or updates.
     """
+    out = Path(out)
+    if not distributed.is_distributed():
+        _train_writer(config, out, resume=resume, updates=updates, verbose=verbose, data=data,
+                      initial_weights=initial_weights)
+        return Run(out)
+    ranks = distributed.Ranks(config.backend if config is not None else load_run_config(out).backend)
+    if not distributed.is_writer():
+        return _train_follower(ranks, out, resume=resume, verbose=verbose, data=data,
+                               initial_weights=initial_weights)
+    try:
+        _train_writer(config, out, resume=resume, updates=updates, verbose=verbose, data=data,
+                      initial_weights=initial_weights, ranks=ranks)
+    except BaseException as exc:
+        ranks.fail(exc)  # the others raise it too instead of waiting for a folder that will not come
+        raise
+    ranks.barrier()  # the others return once the folder is complete
+    return Run(out)
+
+
+def _train_follower(ranks: distributed.Ranks, out: Path, *, resume: bool, verbose: bool | None, data: Any,
+                    initial_weights: Mapping[str, Any] | None) -> Run:
+    """A rank other than 0: train on the folder rank 0 prepared, writing nothing."""
+    from shared.data.splits import Split
+
+    ranks.wait(out, CONFIG, SPLIT)
+    config = load_run_config(out)  # rank 0's, with its updates and provenance
+    faces = run_faces(out, config, data)
+    split = Split.load(out / SPLIT, faces)
+    _train_locked(config, faces, split, out, resume=resume, verbose=False, initial_weights=initial_weights)
+    ranks.barrier()
+    return Run(out)
+
+
+def _train_writer(config: RunConfig | None, out: Path, *, resume: bool, updates: Mapping[str, Any] | None,
+                  verbose: bool | None, data: Any, initial_weights: Mapping[str, Any] | None,
+                  ranks: distributed.Ranks | None = None) -> None:
+    """:func:`train` in the process that writes the run folder (the only one, or rank 0)."""
     from shared.data.splits import Split, make_split
 
-    out = Path(out)
     if resume:
         load_run_config(out)  # refuses a non-run before the lock creates anything in it
         with lock_run(out):
@@ -176,8 +219,10 @@ def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
                 new_config = with_provenance(new_config, faces)
             if new_config.to_dict() != config.to_dict():
                 new_config.save(out / CONFIG)
+            if ranks is not None:
+                ranks.ready()
             _train_locked(new_config, faces, split, out, resume=True, verbose=verbose)
-        return Run(out)
+        return
     if config is None:
         raise ConfigError("`config` is needed for a new run (it may be None only with resume=True)")
     if updates:
@@ -206,8 +251,9 @@ def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
             write_faces(out / FACES, faces)  # before the config that points at it
         config.save(out / CONFIG)  # a folder with a config and no checkpoint can be started again
         split.save(out / SPLIT)
+        if ranks is not None:
+            ranks.ready()
         _train_locked(config, faces, split, out, resume=False, verbose=verbose, initial_weights=initial_weights)
-    return Run(out)
 
 
 def _train_locked(config: RunConfig, faces: Faces, split: Any, out: Path, *, resume: bool,

@@ -17,6 +17,11 @@ Write order per epoch: ``best`` (when improved), then ``last``, then the ``metri
 The metrics line is written only once a checkpoint covers it; ``last`` also carries that line, so
 a crash between the two is repaired on resume instead of leaving a gap.
 
+Several processes (``torchrun``, :mod:`shared.distributed`) run this loop in step: every rank plans
+the same batches and noise, its engine computes its shard and returns global batch means, so every
+rank takes the same decisions. Only the writer (rank 0) saves checkpoints, writes ``metrics.jsonl``,
+events and the figure, and prints; the others print nothing and touch no file.
+
 Resume reads lr, schedule, epochs, early stopping and batch size from the run's current
 ``config.json`` (so an edited learning rate or a longer run applies from the next epoch, on both
 backends alike); the architecture comes from the same file and the engine refuses weights that do
@@ -33,9 +38,10 @@ from typing import Any, Mapping, Optional, Protocol, Sequence
 import numpy as np
 
 from shared.config import RunConfig
+from shared.distributed import is_writer
 from shared.errors import ConfigError, NonFiniteLossError, RunError
-from shared.event_log import (TENSORBOARD_DIR, EventFileWriter, console, epoch_line, progress_bar, report_epoch,
-                              scalar_tags, write_training_curves)
+from shared.event_log import (TENSORBOARD_DIR, EventFileWriter, console, epoch_line, is_verbose, progress_bar,
+                              report_epoch, scalar_tags, write_training_curves)
 from shared.runs import FIGURES, append_metrics, checkpoints_dir, read_metrics, truncate_metrics
 
 __all__ = ["Engine", "fit", "console", "batch_plan", "n_batches", "learning_guard", "train_noise", "val_noise",
@@ -132,7 +138,7 @@ def _new_state(config: RunConfig) -> dict[str, Any]:
             "last_record": None, "train": config.train.to_dict()}
 
 
-def _resume_state(engine: Engine, config: RunConfig, run_dir: Path) -> dict[str, Any]:
+def _resume_state(engine: Engine, config: RunConfig, run_dir: Path, writer: bool = True) -> dict[str, Any]:
     if not engine.has_checkpoint("last"):
         raise RunError(f"{run_dir}: nothing to resume (no 'last' checkpoint in checkpoints/); the run stopped "
                        f"before its first epoch ended: start it again without --resume")
@@ -152,12 +158,13 @@ def _resume_state(engine: Engine, config: RunConfig, run_dir: Path) -> dict[str,
     if state["epoch"] >= config.train.epochs:
         log.info("resume: %s already trained %d epochs (config asks for %d); nothing to do", run_dir,
                  state["epoch"], config.train.epochs)
-    # 'last' carries its epoch's metrics line: put it back if a crash came between the two writes
-    truncate_metrics(run_dir, int(state["epoch"]))
-    records = read_metrics(run_dir)
-    last = state.get("last_record")
-    if last is not None and (not records or records[-1].get("epoch") != last["epoch"]):
-        append_metrics(run_dir, last)
+    if writer:
+        # 'last' carries its epoch's metrics line: put it back if a crash came between the two writes
+        truncate_metrics(run_dir, int(state["epoch"]))
+        records = read_metrics(run_dir)
+        last = state.get("last_record")
+        if last is not None and (not records or records[-1].get("epoch") != last["epoch"]):
+            append_metrics(run_dir, last)
     log.info("resuming %s at epoch %d (best val_loss %.4f)", run_dir, state["epoch"], state["best"])
     return state
 
@@ -236,43 +243,53 @@ def fit(engine: Engine, config: RunConfig, run_dir: Path, *, resume: bool = Fals
         RunError: ``resume`` without a ``last`` checkpoint, or one that does not fit the model.
         ConfigError: a split is empty.
     """
-    cfg = config.train
-    run_dir = Path(run_dir)
     if engine.n_train == 0 or engine.n_val == 0:
         raise ConfigError(f"training needs faces in both splits; got train={engine.n_train}, val={engine.n_val} "
                           f"(use more faces or a larger val_fraction)")
-    checkpoints_dir(run_dir)
+    writer = is_writer()
+    with console(is_verbose() and writer):  # ranks other than 0 print no bar and no epoch line
+        return _fit(engine, config, Path(run_dir), resume, writer)
+
+
+def _fit(engine: Engine, config: RunConfig, run_dir: Path, resume: bool, writer: bool) -> dict[str, Any]:
+    cfg = config.train
+    if writer:
+        checkpoints_dir(run_dir)
     bs = cfg.batch_size_for(engine.n_train)
     if bs != cfg.batch_size:
         log.info("batch size %d (asked %d; min_steps_per_epoch %d on %d training faces)", bs, cfg.batch_size,
                  cfg.min_steps_per_epoch, engine.n_train)
     if resume:
-        state = _resume_state(engine, config, run_dir)
+        state = _resume_state(engine, config, run_dir, writer)
     else:
         state = _new_state(config)
-        truncate_metrics(run_dir, 0)
+        if writer:
+            truncate_metrics(run_dir, 0)
     to_train = not state["stopped"] and int(state["epoch"]) < cfg.epochs
     # a resume with nothing left to train adds no empty event file
-    events = EventFileWriter(run_dir / TENSORBOARD_DIR) if cfg.tensorboard and to_train else None
+    events = EventFileWriter(run_dir / TENSORBOARD_DIR) if cfg.tensorboard and to_train and writer else None
     try:
         for epoch in range(int(state["epoch"]), cfg.epochs):
             if state["stopped"]:
                 log.info("the run stopped early at epoch %d; nothing to do", state["epoch"])
                 break
-            _one_epoch(engine, config, epoch, state, run_dir, events)
+            _one_epoch(engine, config, epoch, state, run_dir, events, writer)
     finally:
         if events is not None:
             events.close()
+    best = dict(state["best_metrics"])
+    if not writer:  # the writer may still be appending the last metrics line: read nothing of the folder
+        best["warnings"] = []
+        return best
     write_training_curves(read_metrics(run_dir), run_dir / FIGURES / CURVES_FIGURE,
                           title=f"{run_dir.name} ({config.model.family}, {config.backend})")
-    best = dict(state["best_metrics"])
     best["warnings"] = _guard_after_training(engine, run_dir)
     return best
 
 
 def _one_epoch(engine: Engine, config: RunConfig, epoch: int, state: dict[str, Any], run_dir: Path,
-               events: Optional[EventFileWriter]) -> None:
-    """Train and validate ``epoch``, write its checkpoints and metrics line, then report it."""
+               events: Optional[EventFileWriter], writer: bool = True) -> None:
+    """Train and validate ``epoch``, write its checkpoints and metrics line (``writer`` only), then report it."""
     cfg = config.train
     t0 = time.perf_counter()
     lr = cfg.lr * cfg.lr_factor(epoch)
@@ -293,10 +310,11 @@ def _one_epoch(engine: Engine, config: RunConfig, epoch: int, state: dict[str, A
         state["patience"] += 1
     state.update(epoch=epoch + 1, last_record=record,
                  stopped=cfg.early_stopping > 0 and state["patience"] >= cfg.early_stopping)
-    if improved:
-        engine.save("best", state)
-    engine.save("last", state)
-    append_metrics(run_dir, record)  # only now does a checkpoint cover this line
+    if writer:
+        if improved:
+            engine.save("best", state)
+        engine.save("last", state)
+        append_metrics(run_dir, record)  # only now does a checkpoint cover this line
     beta = config.model.beta_at(epoch) if "train_beta" in record else None
     if events is not None:
         events.add_scalars(epoch + 1, scalar_tags(record, beta))  # step = the 1-based epoch the console shows
