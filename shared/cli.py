@@ -92,16 +92,19 @@ def _cmd_sweep(a: argparse.Namespace) -> None:
 
     _out_folder(a.out)
     if a.report:
-        if a.shard is not None or a.jobs != 1:
+        if a.shard is not None or a.jobs != 1 or a.batched:
             raise ConfigError("--report trains nothing: give it --out (and --format/--dpi) only, "
-                              "without --jobs or --shard")
+                              "without --jobs, --shard or --batched")
         _print(report(a.out, **_given(fmt=a.format, dpi=a.dpi)))
         return
     shard = None if a.shard is None else parse_shard(a.shard)  # before any data is read
     base = config_from_args(a, default_backend=a.default_backend, latent_dim=a.latent_dims[0])
+    if a.batched:  # before the framework check: --batched on tf is refused whether tf is installed or not
+        from shared.sweep_batched import check_batched
+        check_batched(base, a.jobs, shard)
     require_backend(base.backend)
     result = sweep(base, a.out, latent_dims=a.latent_dims, betas=a.betas, jobs=a.jobs, shard=shard,
-                   **_given(fmt=a.format, dpi=a.dpi))
+                   batched=a.batched, **_given(fmt=a.format, dpi=a.dpi))
     if shard is None:
         _print(result)
     else:
@@ -276,6 +279,9 @@ def _model_commands(sub: Any) -> None:
                    help="KL weights (default: 0.01,0.1,1,4)")
     p.add_argument("--jobs", type=bounded_int(1, _MAX_JOBS), default=1, metavar="N",
                    help="train N grid points at once in N processes, each with cores/N threads (default: 1)")
+    p.add_argument("--batched", action="store_true",
+                   help="train every beta of a latent size at once as one vectorised model (torch only; the same "
+                        "run folders and, up to float rounding, the same numbers; not with --jobs)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="train only the grid points whose index %% N == I (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/8, "
                         "and write no table; then run --report (default: the whole grid)")

@@ -201,7 +201,8 @@ def evaluate(backend: str, run: str | os.PathLike, *, data: Any = None, run_data
 
 
 def sweep(backend: str, out: str | os.PathLike, *, latent_dims: Any, betas: Any, data: Any = None,
-          model: str | None = None, config: Any = None, jobs: int = 1, shard: Any = None, **options: Any):
+          model: str | None = None, config: Any = None, jobs: int = 1, shard: Any = None, batched: bool = False,
+          **options: Any):
     """Train and evaluate every ``latent_dims`` × ``betas`` {backend} model into ``out`` (one run each).
 
     ``data`` is a SPEC or path (every run reads it); ``model``, ``config`` and ``options`` are those of
@@ -209,6 +210,8 @@ def sweep(backend: str, out: str | os.PathLike, *, latent_dims: Any, betas: Any,
     grid points at once in N processes (the same numbers); ``shard=(i, n)`` trains only the points
     whose grid index % n == i and writes no table (for an array job): afterwards
     ``shared.sweep.report(out)`` (``facevae sweep --report --out DIR``) writes the table and figures.
+    ``batched=True`` (torch) trains every β of one latent size at once as one vectorised model: the
+    same run folders and, up to float rounding, the same numbers (not with ``jobs`` > 1).
 
     Example::
 
@@ -224,7 +227,7 @@ def sweep(backend: str, out: str | os.PathLike, *, latent_dims: Any, betas: Any,
     extra = {k: options.pop(k) for k in ("iwae_k",) if k in options}
     dims = list(latent_dims)
     cfg = _config(backend, data, model, config, {"latent_dim": dims[0] if dims else None, **options})
-    return _sweep(cfg, out, latent_dims=dims, betas=list(betas), jobs=jobs, shard=shard, **extra)
+    return _sweep(cfg, out, latent_dims=dims, betas=list(betas), jobs=jobs, shard=shard, batched=batched, **extra)
 
 
 def interpolate(backend: str, run: str | os.PathLike, *, grid: int = 9, slerp: bool = False, corners: str = "sample",

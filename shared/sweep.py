@@ -25,7 +25,8 @@ processes (the same numbers as ``jobs=1``); ``shard=(i, n)`` trains only every n
 i and writes no table, so n processes (a cluster array job) share the grid; :func:`report` then
 reads every finished run of the folder and writes the table and figures a full sweep would.
 A point that fails does not stop the others; the sweep raises one error listing the failures at
-the end, and the finished points are reused when it is run again.
+the end, and the finished points are reused when it is run again. ``batched=True`` (torch) trains
+every β of one latent size as one vectorised ensemble (:mod:`shared.sweep_batched`): the same runs.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ from shared.runs import CONFIG, EVAL, FIGURES, LOCK, SPLIT, has_any_checkpoint, 
 from shared.studio import labels_for
 from shared.sweep_jobs import GRID, Point, check_jobs, check_shard, read_grid, record_grid, run_points, shard_points
 
-__all__ = ["sweep", "report", "run_name", "ensure_run", "METRIC_KEYS", "SWEEP_IWAE_K", "RECONSTRUCTION_FACES"]
+__all__ = ["sweep", "report", "run_name", "ensure_run", "evaluated_result", "METRIC_KEYS", "SWEEP_IWAE_K",
+           "RECONSTRUCTION_FACES"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def run_name(latent_dim: int, beta: float) -> str:
     return f"d{latent_dim}_b{beta:g}"
 
 
-def _is_evaluated(run_dir: Path) -> Optional[dict[str, Any]]:
+def evaluated_result(run_dir: Path) -> Optional[dict[str, Any]]:
     """The run's ``eval.json`` if it is an evaluation on the run's own test split, else ``None``."""
     path = run_dir / EVAL
     if not path.is_file():
@@ -104,7 +106,7 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
         if saved != config:
             raise RunError(f"{run_dir}: holds a run with a different config; remove it or choose another --out "
                            f"(saved model={saved.model.to_dict()}, wanted model={config.model.to_dict()})")
-        done = _is_evaluated(run_dir)
+        done = evaluated_result(run_dir)
         if done is not None:
             log.info("%s: already trained and evaluated, skipped", run_dir)
             return done
@@ -184,7 +186,7 @@ def _check_sweep_folder(out: Path) -> None:
 
 def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int], betas: Sequence[float],
           iwae_k: int = SWEEP_IWAE_K, save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI,
-          jobs: int = 1, shard: tuple[int, int] | str | None = None) -> Result:
+          jobs: int = 1, shard: tuple[int, int] | str | None = None, batched: bool = False) -> Result:
     """Train and evaluate the ``latent_dims`` × ``betas`` grid of ``base`` into ``out``.
 
     Every grid point copies ``base`` with ``model.latent_dim`` and ``model.beta`` replaced, so all
@@ -204,6 +206,9 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
         shard: ``(i, n)`` or ``"i/n"``: train only the points whose index in the grid (latent sizes
             in the order given, then β) is ``i`` modulo ``n``, and write no table or figure (the
             ``n`` shards may run at once into the same ``out``); :func:`report` merges them.
+        batched: train the β values of each latent size together, as one vectorised model (torch
+            only; combines with ``shard``, not with ``jobs`` > 1). Each point still gets its own run
+            folder with the same files and, up to float rounding, the same numbers as one by one.
 
     Returns:
         A :class:`Result`: ``table`` one row per grid point (``name``, ``run_dir``, ``latent_dim``,
@@ -215,7 +220,8 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
         ``info["shard"]`` ``"i/n"``.
 
     Raises:
-        ConfigError: empty grid, ``base`` is not a generative family, bad ``fmt``/``dpi``/``jobs``/``shard``.
+        ConfigError: empty grid, ``base`` is not a generative family, bad ``fmt``/``dpi``/``jobs``/``shard``,
+            ``batched`` on the tf backend, with ``jobs`` > 1 or with precision '16'.
         RunError: ``out`` is not a sweep folder or is in use by another sweep, or grid points failed
             (one line each, raised after every other point has finished; the finished ones are kept).
     """
@@ -229,6 +235,11 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
             dataclasses.replace(base.model, latent_dim=d, beta=b)
     jobs = check_jobs(jobs)
     shard = None if shard is None else check_shard(shard)
+    if not isinstance(batched, bool):
+        raise ConfigError(f"`batched` must be True or False. Received: batched={batched!r}")
+    if batched:
+        from shared.sweep_batched import check_batched
+        check_batched(base, jobs, shard)
     writer = OutputWriter(Path(out), save, fmt, dpi)
     out = Path(out)
     points = []
@@ -242,21 +253,25 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
         record_grid(out, [p.name for p in points])
         mine = shard_points(points, shard)
         log.info("sweep shard %d/%d: %d of the %d grid points", *shard, len(mine), len(points))
-        results = _run_all(out, mine, jobs, iwae_k)
+        results = _run_all(out, mine, jobs, iwae_k, batched)
         rows = [_row(p.name, p.run_dir, p.config, results[p.name]) for p in mine]
         info = {"out": str(out), "shard": f"{shard[0]}/{shard[1]}", "points": [p.name for p in mine],
                 "grid_points": len(points)}
         return Result("sweep_shard", None, None, pd.DataFrame(rows), info)
     with lock_run(out):  # one sweep at a time writes sweep.json / sweep.md / figures
         record_grid(out, [p.name for p in points])
-        results = _run_all(out, points, jobs, iwae_k)
+        results = _run_all(out, points, jobs, iwae_k, batched)
         entries = [(p.name, p.run_dir, p.config, results[p.name]) for p in points]
         return _write_outputs(base, out, entries, iwae_k, writer)
 
 
-def _run_all(out: Path, points: Sequence[Point], jobs: int, iwae_k: int) -> dict[str, Any]:
+def _run_all(out: Path, points: Sequence[Point], jobs: int, iwae_k: int, batched: bool = False) -> dict[str, Any]:
     """The evaluation of every point; :class:`RunError` listing the failed points, once all have run."""
-    results, failures = run_points(points, jobs=jobs, iwae_k=iwae_k)
+    if batched:
+        from shared.sweep_batched import run_batched
+        results, failures = run_batched(points, iwae_k=iwae_k)
+    else:
+        results, failures = run_points(points, jobs=jobs, iwae_k=iwae_k)
     if failures:
         listed = "; ".join(f"{name}: {error}" for name, error in failures.items())
         raise RunError(f"{len(failures)} of {len(points)} grid points failed ({listed}); the {len(results)} "
@@ -302,7 +317,7 @@ def report(out: str | os.PathLike, *, save: bool = True, fmt: str = "png", dpi: 
         for name in [*grid, *others]:
             if name not in configs:
                 continue
-            result = _is_evaluated(folders[name])
+            result = evaluated_result(folders[name])
             if result is None:
                 unevaluated.append(name)
             else:

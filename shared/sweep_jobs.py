@@ -38,7 +38,7 @@ from shared.errors import ConfigError
 from shared.runs import atomic_write_json
 
 __all__ = ["Point", "run_points", "check_jobs", "check_shard", "parse_shard", "shard_points", "worker_threads",
-           "read_grid", "record_grid", "GRID", "MAX_JOBS", "MAX_SHARDS"]
+           "read_grid", "record_grid", "error_text", "GRID", "MAX_JOBS", "MAX_SHARDS"]
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,11 @@ def _in_worker(task: Callable[..., dict[str, Any]], point: Point, iwae_k: int) -
     try:
         return True, task(point, iwae_k, False)  # quiet: N interleaved progress bars are unreadable
     except Exception as exc:  # noqa: BLE001 -- one failing point must not stop the others
-        return False, _error_text(exc)
+        return False, error_text(exc)
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """``"Type: message"`` on one line: how a failed point is reported."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -211,7 +212,7 @@ def run_points(points: Sequence[Point], *, jobs: int = 1, iwae_k: int,
                 try:
                     ok, value = True, task(p, iwae_k, None)
                 except Exception as exc:  # noqa: BLE001 -- one failing point must not stop the others
-                    ok, value = False, _error_text(exc)
+                    ok, value = False, error_text(exc)
                 finished(p.name, ok, value, bar)
             return results, failures
         _run_pool(points, min(jobs, total), iwae_k, task, lambda name, ok, value: finished(name, ok, value, bar))
@@ -232,7 +233,7 @@ def _run_pool(points: Sequence[Point], jobs: int, iwae_k: int, task: Callable[..
             except cf.process.BrokenProcessPool:
                 ok, value = False, "the worker process died (killed, or out of memory?)"
             except Exception as exc:  # noqa: BLE001 -- e.g. a result that could not be sent back
-                ok, value = False, _error_text(exc)
+                ok, value = False, error_text(exc)
             finished(futures[future], ok, value)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: do not start the points still queued
