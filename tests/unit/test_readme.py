@@ -48,12 +48,26 @@ def test_the_readme_has_python_cells_and_commands():
     assert any(c.startswith(("facevae ", ".venv/bin/facevae ")) for c in _commands())
 
 
-@pytest.mark.parametrize("command", [c for c in _commands() if c.split()[0].endswith("facevae")])
+def _facevae_argv(command: str) -> list[str] | None:
+    """The CLI arguments of a ``facevae`` command line, also behind env assignments, ``python -m`` or ``torchrun``."""
+    parts = shlex.split(command)
+    while parts and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", parts[0]):  # TF_CONFIG='...' facevae ...
+        parts = parts[1:]
+    if not parts:
+        return None
+    if parts[0].endswith("facevae"):
+        return parts[1:]
+    if "-m" in parts[:-1] and parts[parts.index("-m") + 1] in ("facevae", "facevae_tf"):
+        return parts[parts.index("-m") + 2:]  # python -m facevae_tf ..., torchrun ... -m facevae ...
+    return None
+
+
+@pytest.mark.parametrize("command", [c for c in _commands() if _facevae_argv(c) is not None])
 def test_every_facevae_command_parses(command):
     """Flags and values are what the CLI accepts (the command is parsed, not run)."""
     from shared.cli import build_parser
 
-    argv = shlex.split(command)[1:]
+    argv = _facevae_argv(command)
     assert "|" not in command.replace("||", ""), f"a choice list is not a command: {command}"
     assert "\\|" not in command
     build_parser().parse_args(argv)  # argparse exits (SystemExit) on a flag or value it refuses
