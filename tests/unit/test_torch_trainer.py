@@ -89,6 +89,20 @@ class TestResume:
         full_m, part_m = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
         assert [r["val_loss"] for r in full_m] == [r["val_loss"] for r in part_m]
 
+    def test_best_and_last_of_one_epoch_are_serialised_once_and_identical(self, tmp_path: Path, monkeypatch):
+        import facevae.engine as engine_module
+
+        encoded = []
+        real = engine_module.encode_checkpoint
+        monkeypatch.setattr(engine_module, "encode_checkpoint", lambda state: encoded.append(1) or real(state))
+        fit(_model(), TRAIN, VAL, _config(epochs=1), tmp_path / "one")
+        best, last = (checkpoint_path(tmp_path / "one", w).read_bytes() for w in ("best", "last"))
+        assert best == last and len(encoded) == 1  # epoch 1 always improves: one serialisation, two files
+        assert load_checkpoint(checkpoint_path(tmp_path / "one", "best"))["loop"]["epoch"] == 1
+        fit(_model(), TRAIN, VAL, _config(epochs=2, lr=0.0), tmp_path / "flat")  # lr 0: epoch 2 cannot improve
+        ckpts = {w: load_checkpoint(checkpoint_path(tmp_path / "flat", w))["loop"]["epoch"] for w in ("best", "last")}
+        assert ckpts == {"best": 1, "last": 2}  # a stale buffer would have written epoch 1 into 'last'
+
     def test_resume_without_checkpoint_is_a_run_error(self, tmp_path: Path):
         with pytest.raises(RunError, match="nothing to resume"):
             fit(_model(), TRAIN, VAL, _config(), tmp_path, resume=True)
