@@ -2,18 +2,19 @@
 
 The members of one latent size differ only in β, so they share every shape: their weights are
 stacked along a leading member axis (:func:`torch.func.stack_module_state`) and one forward pass of
-grouped layers (:class:`_Grouped`: a convolution with ``groups=K``, a batched matrix product) runs
-all K members on the same batch and the same ε. The loss of the step is the sum of the members'
-losses, each with its own β (warm-up included): the gradient of a sum of independent members is each
-member's own gradient. One optimizer over the stacked tensors equals K optimizers, since Adam, AdamW
+grouped layers (:class:`facevae.ensemble_layers.Grouped`: a convolution with ``groups=K``, a batched
+matrix product) runs all K members on the same batch and the same ε. The loss of the step is the sum
+of the members' losses, each with its own β (warm-up included): the gradient of a sum of independent
+members is each member's own gradient. One optimizer over the stacked tensors equals K optimizers, since Adam, AdamW
 and SGD (momentum, weight decay) are element-wise; gradient clipping is computed per member.
 BatchNorm running statistics are stacked buffers, updated in place through views.
 
 The epoch loop is not written again: every member runs :func:`shared.training.fit` in its own thread
-with a :class:`shared.sweep_batched.MemberEngine`, and :class:`shared.sweep_batched.Lockstep` gathers the members' steps
-into one ensemble step on the calling thread (all torch work happens there). So metrics, early
-stopping, checkpoint order, resume and the learning guard are those of a one-by-one run; a member
-that stops early leaves, and the stack is compacted to the others at the next step.
+with a :class:`shared.sweep_lockstep.MemberEngine`, and :class:`shared.sweep_lockstep.Lockstep`
+gathers the members' steps into one ensemble step on the calling thread (all torch work happens
+there). So metrics, early stopping, checkpoint order, resume and the learning guard are those of a
+one-by-one run; a member that stops early leaves, and the stack is compacted to the others at the
+next step.
 
 Checkpoints are written in the torch backend's format (a ``ConvVAE`` state dict and its optimizer's
 state dict, sliced out of the stack), so ``load``, ``evaluate``, ``resume`` and ``convert`` treat a
@@ -30,107 +31,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import stack_module_state
-from torch.nn import functional as F
 
 from facevae.backend import build_vae
 from facevae.checkpoint import checkpoint_path, has_checkpoint, load_checkpoint, save_checkpoint
-from facevae.engine import autocast_dtype, make_optimizer, select_device, to_tensors
-from facevae.losses import TERM_NAMES, bounded_logvar, kl_diag_normal
-from facevae.models import ConvVAE
+from facevae.engine import autocast_dtype, load_training_state, make_optimizer, select_device, to_tensors
+from facevae.ensemble_layers import Grouped
+from facevae.losses import TERM_NAMES
 from shared import training
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
 from shared.faces import Faces
-from shared.sweep_batched import Lockstep, MemberEngine, check_members, fit_lockstep
+from shared.sweep_batched import check_members
+from shared.sweep_lockstep import Lockstep, MemberEngine, fit_lockstep
 
 __all__ = ["train_ensemble", "StackedVAE"]
 
 log = logging.getLogger(__name__)
-
-
-class _Grouped:
-    """The forward pass of K stacked ``ConvVAE`` members as grouped layers, one kernel per layer.
-
-    Feature maps are ``(N, K·C, H, W)``: member k owns channels ``k·C .. (k+1)·C``, so a convolution
-    with ``groups=K`` and a BatchNorm over the K·C channels are exactly each member's own layer
-    (their running statistics are views of the stacked buffers, updated in place). Features are
-    ``(K, N, F)`` and linear layers one batched matrix product. The input faces are shared: the first
-    convolution is an ordinary one with K·C output channels. (``vmap`` over ``functional_call``
-    computes the same, but its convolution and BatchNorm rules copy and permute every activation:
-    twice as slow on a CPU.)
-    """
-
-    def __init__(self, model: ConvVAE):
-        self.model = model  # layer types and hyper-parameters; its own weights are not used here
-
-    def run(self, seq: nn.Sequential, prefix: str, h: Tensor, p: Mapping[str, Tensor], b: Mapping[str, Tensor],
-            k: int, training: bool) -> Tensor:
-        shared = prefix.endswith("encoder")  # the faces, (N, 1, H, W), the same for every member
-        for name, mod in seq.named_children():
-            h = self.layer(mod, f"{prefix}.{name}", h, p, b, k, training, shared)
-            shared = False
-        return h
-
-    @staticmethod
-    def layer(mod: nn.Module, name: str, h: Tensor, p: Mapping[str, Tensor], b: Mapping[str, Tensor], k: int,
-              training: bool, shared: bool = False) -> Tensor:
-        if isinstance(mod, nn.Linear):  # (K, N, in) -> (K, N, out)
-            return torch.baddbmm(p[f"{name}.bias"].unsqueeze(1), h, p[f"{name}.weight"].transpose(1, 2))
-        if shared and not isinstance(mod, nn.Conv2d):
-            h = h.repeat(1, k, 1, 1)
-        if isinstance(mod, nn.Conv2d):
-            w = p[f"{name}.weight"]
-            return F.conv2d(h, w.reshape(-1, *w.shape[2:]), p[f"{name}.bias"].reshape(-1), mod.stride, mod.padding,
-                             mod.dilation, 1 if shared else k)
-        if isinstance(mod, nn.ConvTranspose2d):
-            w = p[f"{name}.weight"]
-            return F.conv_transpose2d(h, w.reshape(-1, *w.shape[2:]), p[f"{name}.bias"].reshape(-1), mod.stride,
-                                      mod.padding, mod.output_padding, k, mod.dilation)
-        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            return _batch_norm(mod, name, h, p, b, k, training)
-        if isinstance(mod, nn.Flatten):  # (N, K·C, H, W) -> (K, N, C·H·W), each member's own flatten order
-            return h.reshape(h.shape[0], k, -1).transpose(0, 1)
-        if isinstance(mod, nn.Unflatten):  # (K, N, C·H·W) -> (N, K·C, H, W)
-            c, hh, ww = mod.unflattened_size
-            return h.transpose(0, 1).reshape(h.shape[1], k * c, hh, ww)
-        if isinstance(mod, (nn.ReLU, nn.LeakyReLU, nn.MaxPool2d)):  # per element or per channel
-            return mod(h)
-        raise ConfigError(f"a batched sweep cannot stack the layer {type(mod).__name__} ({name}); "
-                          f"train these runs one by one (without --batched)")
-
-    def terms(self, p: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor, eps: Tensor, betas: Tensor,
-              k: int, training: bool) -> Tensor:
-        """The ``(K, 5)`` terms ``(loss, distortion, rate, elbo, beta)`` of ``ConvVAE.loss_terms``, per member."""
-        vae = self.model
-        h = self.run(vae.encoder, "encoder", x, p, b, k, training)
-        h = self.run(vae.encoder_dense, "encoder_dense", h, p, b, k, training)
-        mean = self.layer(vae.mean_head, "mean_head", h, p, b, k, training).float()  # (K, N, d)
-        logvar = bounded_logvar(self.layer(vae.logvar_head, "logvar_head", h, p, b, k, training).float())
-        z = mean + torch.exp(0.5 * logvar) * eps.to(mean.dtype)
-        logits = self.run(vae.decoder, "decoder", z, p, b, k, training).float()  # (N, K, H, W)
-        logits = logits.reshape(logits.shape[0], k, 1, *logits.shape[2:]).transpose(0, 1)  # (K, N, 1, H, W)
-        distortion = vae.recon_nll(logits, x).mean(1)  # (K,)
-        per_dim = kl_diag_normal(mean, logvar).mean(1)  # (K, d), as facevae.losses.combine_terms
-        rate = per_dim.sum(-1)
-        free_bits = vae.cfg.free_bits if training else 0.0
-        used = per_dim.clamp_min(free_bits).sum(-1) if free_bits > 0 else rate
-        return torch.stack([distortion + betas * used, distortion, rate, distortion + rate, betas], dim=1)
-
-
-def _batch_norm(mod: nn.Module, name: str, h: Tensor, p: Mapping[str, Tensor], b: Mapping[str, Tensor], k: int,
-                training: bool) -> Tensor:
-    """``nn.BatchNorm1d/2d`` of every member at once; running statistics are updated in place as the module does."""
-    factor = 0.0
-    if training and mod.track_running_stats:
-        b[f"{name}.num_batches_tracked"].add_(1)
-        factor = (1.0 / float(b[f"{name}.num_batches_tracked"][0]) if mod.momentum is None else mod.momentum)
-    mean, var = b[f"{name}.running_mean"].view(-1), b[f"{name}.running_var"].view(-1)  # views: updated in place
-    weight, bias = p[f"{name}.weight"].reshape(-1), p[f"{name}.bias"].reshape(-1)
-    if h.dim() == 3:  # (K, N, F) features -> (N, K·F) channels
-        n = h.shape[1]
-        out = F.batch_norm(h.transpose(0, 1).reshape(n, -1), mean, var, weight, bias, training, factor, mod.eps)
-        return out.reshape(n, k, -1).transpose(0, 1)
-    return F.batch_norm(h, mean, var, weight, bias, training, factor, mod.eps)
 
 
 def _per_member(value: Any, param: Tensor) -> bool:
@@ -160,7 +76,7 @@ class StackedVAE:
         self.buffers = {n: b.detach().to(device).contiguous() for n, b in buffers.items()}
         self.template = models[0].to(device)  # one member's module and optimizer, to read and write checkpoints
         self.template_opt = make_optimizer(self.template, cfg)
-        self.grouped = _Grouped(self.template)
+        self.grouped = Grouped(self.template)
         self.optimizer = make_optimizer(nn.ParameterList(self.params.values()), cfg)
         self.members = list(range(len(configs)))  # member ids in stack order
         self.train_t, self.val_t = to_tensors(train, device), to_tensors(val, device)
@@ -310,15 +226,7 @@ class StackedVAE:
                 that differs from the other members' (they cannot share one optimizer).
         """
         path = checkpoint_path(run_dir, which)
-        state = load_checkpoint(path, map_location=self.device)
-        if "loop" not in state or "optimizer" not in state:
-            raise RunError(training.NO_TRAINING_STATE.format(path=path))
-        try:
-            self.template.load_state_dict(state["model"])
-            self.template_opt.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RunError(f"{path}: checkpoint does not fit the model of config.json: {first}") from None
+        state = load_training_state(path, self.template, self.template_opt, self.device)
         j = self._row(member)
         for n, t in self.template.named_parameters():
             self.params[n][j].copy_(t)
@@ -327,7 +235,7 @@ class StackedVAE:
             self.buffers[n][j].copy_(t)
         group = self.template_opt.param_groups[0]  # hyper-parameters travel with the optimizer, as in TorchEngine
         self.optimizer.param_groups[0].update({k: v for k, v in group.items() if k not in ("params", "lr")})
-        return dict(state["loop"])
+        return state["loop"]
 
     def _restore_state(self, name: str, param: Tensor, row: int, path: Path) -> None:
         saved = self.template_opt.state.get(param) or {}

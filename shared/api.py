@@ -1,5 +1,7 @@
 """Public Python functions behind ``facevae train``, ``facevae evaluate`` and ``facevae convert``.
 
+``convert`` lives in :mod:`shared.convert` and is re-exported here.
+
 Each CLI command is a thin layer over a function of the same name. Users in a notebook usually
 call the per-backend packages (``import facevae`` / ``import facevae_tf``, :mod:`shared.package_api`),
 which bind these functions to their backend; they can also be called directly::
@@ -23,13 +25,15 @@ import numpy as np
 
 from shared import distributed
 from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig, default_train_config
+from shared.convert import convert
 from shared.data import RUN_SPEC_PREFIX
 from shared.errors import ConfigError, FaceVAEError, RunError
 from shared.faces import Faces, write_faces
 from shared.registry import get_backend, resolve_backend_name
 from shared.run_inputs import faces_from, is_path_spec, load_run_data, run_faces, updated_config, with_provenance
 from shared.runs import (CHECKPOINTS, CONFIG, EVAL, FACES, LOCK, METRICS, SPLIT, Run, atomic_write_json,
-                         has_any_checkpoint, load_run_config, lock_run, read_metrics, remove_leftovers)
+                         clear_failed_run, has_any_checkpoint, load_run_config, lock_run, read_metrics,
+                         remove_leftovers)
 
 __all__ = ["build_config", "option_names", "train", "evaluate", "load_model", "load_run_data", "run_faces",
            "updated_config", "convert", "eval_file_name", "Run"]
@@ -105,17 +109,6 @@ def _refuse_for_new_run(out: Path, state: str, why: str) -> None:
     if state == "foreign":
         raise RunError(f"{out}: is not a facevae run folder ({why}); nothing in it was changed; "
                        f"choose another --out (a new or empty folder)")
-
-
-def _clear_failed_run(out: Path) -> None:
-    """Delete what a run that stopped before its first checkpoint wrote, so a new start does not mix with it."""
-    import shutil
-
-    log.info("%s: the previous attempt stopped before its first checkpoint; starting the run again", out)
-    for name in (METRICS, EVAL, SPLIT, FACES):
-        (out / name).unlink(missing_ok=True)
-    if (out / CHECKPOINTS).is_dir():
-        shutil.rmtree(out / CHECKPOINTS)
 
 
 def train(config: RunConfig | None, out: str | Path, *, resume: bool = False,
@@ -246,7 +239,7 @@ def _train_writer(config: RunConfig | None, out: Path, *, resume: bool, updates:
         _refuse_for_new_run(out, state, why)
         remove_leftovers(out)
         if state == "fresh":
-            _clear_failed_run(out)
+            clear_failed_run(out)
         if in_memory:
             write_faces(out / FACES, faces)  # before the config that points at it
         config.save(out / CONFIG)  # a folder with a config and no checkpoint can be started again
@@ -370,67 +363,3 @@ def evaluate(run_dir: str | Path, *, data: Any = None, run_data: Any = None, iwa
     atomic_write_json(target, result)
     log.info("%s: metrics written to %s", run_dir, target)
     return {**result, "written_to": str(target)}
-
-
-def convert(run_dir: str | Path, *, to: str, out: str | Path) -> Path:
-    """Move a trained ``vae`` run to the other backend: a complete run folder ``out`` for backend ``to``.
-
-    The weights travel as numpy arrays (:mod:`shared.weight_layout`): the source backend's
-    ``weights_io`` exports them, they are converted layer by layer (conv/deconv kernels, dense
-    matrices, flatten order, BatchNorm statistics) and the target backend writes its own ``best``
-    checkpoint. ``out`` receives ``config.json`` (``backend`` changed), ``split.json`` and
-    ``metrics.jsonl`` (copied) and ``checkpoints/best``; it is assembled in a temporary folder and
-    renamed into place. The converted run loads and evaluates; it cannot be resumed (no optimizer).
-
-    Args:
-        run_dir: a trained run folder (torch or tf, family ``vae``).
-        to: the target backend, ``torch`` or ``tf``.
-        out: the new run folder (must not exist yet).
-
-    Returns:
-        ``out``.
-
-    Raises:
-        ConfigError: ``to`` is unknown, equals the run's backend, or the family exists only on one backend.
-        RunError: ``run_dir`` is not a run or ``out`` already exists.
-    """
-    import dataclasses
-    import importlib
-    import shutil
-    import uuid
-
-    from shared.config import BACKENDS
-    from shared.weight_layout import WEIGHTS_IO_MODULES, convert_weights
-    from shared.architecture import vae_plan
-
-    run_dir, out = Path(run_dir), Path(out)
-    config = load_run_config(run_dir)
-    if to not in BACKENDS:
-        raise ConfigError(f"`to` must be one of {set(BACKENDS)}. Received: to={to!r}")
-    if to == config.backend:
-        raise ConfigError(f"{run_dir} is already a {to!r} run; `to` must name the other backend. Received: to={to!r}")
-    if config.model.family != "vae":
-        raise ConfigError(f"only `family` 'vae' exists on both backends and can be converted. "
-                          f"Received: family={config.model.family!r}")
-    if out.exists():
-        raise RunError(f"{out}: already exists; choose a new folder for the converted run")
-    src_io = importlib.import_module(WEIGHTS_IO_MODULES[config.backend])
-    dst_io = importlib.import_module(WEIGHTS_IO_MODULES[to])
-    _, weights = src_io.load_run_weights(run_dir)
-    weights = convert_weights(weights, vae_plan(config.model), src=config.backend, dst=to)
-    new_config = dataclasses.replace(config, backend=to)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
-        new_config.save(tmp / CONFIG)
-        for name in (SPLIT, METRICS, FACES):  # faces.npz: a run trained on faces in memory
-            if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, tmp / name)
-        dst_io.save_run_weights(new_config, weights, tmp)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("converted %s (%s) to %s (%s)", run_dir, config.backend, out, to)
-    return out

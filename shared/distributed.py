@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,18 +39,26 @@ TIMEOUT_ENV = "FACEVAE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 900.0
 
 
-def _env_int(name: str, default: int, low: int) -> int:
+def _env_number(name: str, default: Any, parse: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Any:
+    """``parse`` of the variable ``name`` (``default`` when unset or blank), refused unless ``ok``.
+
+    Raises:
+        ConfigError: the value does not parse, or is not ``ok`` ("must be {what}").
+    """
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"the environment variable {name} must be an integer >= {low}. Received: {name}={raw!r}") \
-            from None
-    if value < low:
-        raise ConfigError(f"the environment variable {name} must be an integer >= {low}. Received: {name}={raw!r}")
+        value = None
+    if value is None or not ok(value):
+        raise ConfigError(f"the environment variable {name} must be {what}. Received: {name}={raw!r}")
     return value
+
+
+def _env_int(name: str, default: int, low: int) -> int:
+    return _env_number(name, default, int, lambda v: v >= low, f"an integer >= {low}")
 
 
 def world_size() -> int:
@@ -122,17 +130,8 @@ def timeout_s() -> float:
     Raises:
         ConfigError: the variable is not a number in [10, 86400].
     """
-    raw = os.environ.get(TIMEOUT_ENV)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 10 <= value <= 86400:
-        raise ConfigError(f"the environment variable {TIMEOUT_ENV} must be a number of seconds in [10, 86400]. "
-                          f"Received: {TIMEOUT_ENV}={raw!r}")
-    return value
+    return _env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, float, lambda v: 10 <= v <= 86400,
+                       "a number of seconds in [10, 86400]")
 
 
 def describe() -> str:

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
 __all__ = ["CONFIG", "SPLIT", "METRICS", "EVAL", "CHECKPOINTS", "FIGURES", "LOCK", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "append_metrics", "read_metrics", "truncate_metrics",
            "load_run_config", "figures_dir", "checkpoints_dir", "to_jsonable", "lock_run", "has_any_checkpoint",
-           "remove_leftovers", "FACES", "Run", "open_run"]
+           "clear_failed_run", "remove_leftovers", "FACES", "Run", "open_run"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,20 @@ def has_any_checkpoint(run_dir: str | Path, names: tuple[str, ...] = CHECKPOINT_
         if any(_is_complete_tf(p) for p in ck.glob(f".{which}.old-*")):
             return True
     return False
+
+
+def clear_failed_run(run_dir: str | Path) -> None:
+    """Delete what a run that stopped before its first checkpoint wrote, so a new start does not mix with it.
+
+    ``config.json`` stays (the new start writes it again); ``metrics.jsonl``, ``eval.json``,
+    ``split.json``, ``faces.npz`` and ``checkpoints/`` go. Call it only while holding :func:`lock_run`.
+    """
+    run_dir = Path(run_dir)
+    log.info("%s: the previous attempt stopped before its first checkpoint; starting the run again", run_dir)
+    for name in (METRICS, EVAL, SPLIT, FACES):
+        (run_dir / name).unlink(missing_ok=True)
+    if (run_dir / CHECKPOINTS).is_dir():
+        shutil.rmtree(run_dir / CHECKPOINTS)
 
 
 def _drop_torn_tail(fh, path: Path) -> None:

@@ -9,10 +9,11 @@ In a notebook::
 
 Layout of ``out``: one run folder per grid point (``d16_b0.1`` = latent_dim 16, β 0.1), then
 ``sweep.json`` + ``sweep.md`` (the rate–distortion table), ``figures/rate_distortion.png`` and
-``figures/reconstructions.png`` (a row of held-out originals, then one row per model). The call
-returns a :class:`shared.results.Result` (``.table``: one row per grid point; ``.figure``: the
-rate–distortion plot); ``save=False`` skips the table and figure files (the runs are still trained
-into ``out``), ``fmt``/``dpi`` choose the figures' format (png, pdf, svg) and resolution.
+``figures/reconstructions.png`` (a row of held-out originals, then one row per model), written by
+:mod:`shared.sweep_report`. The call returns a :class:`shared.results.Result` (``.table``: one row
+per grid point; ``.figure``: the rate–distortion plot); ``save=False`` skips the table and figure
+files (the runs are still trained into ``out``), ``fmt``/``dpi`` choose the figures' format (png,
+pdf, svg) and resolution.
 
 Resuming: a grid point whose folder already holds a finished evaluation (``eval.json`` on the test
 split) is skipped; one with a ``config.json`` but no evaluation is resumed from its last checkpoint
@@ -38,26 +39,22 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import pandas as pd
+
 from shared import api
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
-from shared.results import DEFAULT_DPI, OutputWriter, Result, markdown_table
-from shared.runs import CONFIG, EVAL, FIGURES, LOCK, SPLIT, has_any_checkpoint, load_run_config, lock_run
-from shared.studio import labels_for
+from shared.results import DEFAULT_DPI, OutputWriter, Result
+from shared.runs import CONFIG, EVAL, FIGURES, LOCK, has_any_checkpoint, load_run_config, lock_run
 from shared.sweep_jobs import GRID, Point, check_jobs, check_shard, read_grid, record_grid, run_points, shard_points
+from shared.sweep_report import METRIC_KEYS, RECONSTRUCTION_FACES, table_row, write_outputs
 
-__all__ = ["sweep", "report", "run_name", "ensure_run", "evaluated_result", "METRIC_KEYS", "SWEEP_IWAE_K",
-           "RECONSTRUCTION_FACES"]
+__all__ = ["sweep", "report", "run_name", "ensure_run", "evaluated_result", "reusable_result", "METRIC_KEYS",
+           "SWEEP_IWAE_K", "RECONSTRUCTION_FACES"]
 
 log = logging.getLogger(__name__)
 
 SWEEP_IWAE_K = 16           # importance samples per face for the IWAE column (kept small: cost ∝ k)
-RECONSTRUCTION_FACES = 8    # held-out faces in the "all models' reconstructions" figure
-# Column of the table -> keys of the backend's evaluation result that may hold it (first found wins).
-METRIC_KEYS = {"rate": ("rate",), "distortion": ("distortion",), "neg_elbo": ("neg_elbo", "elbo"),
-               "iwae": ("neg_iwae", "iwae"), "psnr": ("psnr",), "ssim": ("ssim",)}
 
 
 def run_name(latent_dim: int, beta: float) -> str:
@@ -78,6 +75,22 @@ def evaluated_result(run_dir: Path) -> Optional[dict[str, Any]]:
     if not isinstance(result, dict):
         return None
     return result if str(result.get("data", "")).endswith("(test split)") else None
+
+
+def reusable_result(run_dir: Path, config: RunConfig) -> Optional[dict[str, Any]]:
+    """The evaluation of the run in ``run_dir`` (which has a ``config.json``) if it is one of ``config``.
+
+    Returns:
+        Its :func:`evaluated_result`: ``None`` while it is not evaluated on its test split yet.
+
+    Raises:
+        RunError: ``run_dir`` holds a run with a different config.
+    """
+    saved = load_run_config(run_dir)
+    if saved != config:
+        raise RunError(f"{run_dir}: holds a run with a different config; remove it or choose another --out "
+                       f"(saved model={saved.model.to_dict()}, wanted model={config.model.to_dict()})")
+    return evaluated_result(run_dir)
 
 
 def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IWAE_K,
@@ -102,11 +115,7 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
     run_dir = Path(run_dir)
     quiet = {} if verbose is None else {"verbose": verbose}
     if (run_dir / CONFIG).is_file():
-        saved = load_run_config(run_dir)
-        if saved != config:
-            raise RunError(f"{run_dir}: holds a run with a different config; remove it or choose another --out "
-                           f"(saved model={saved.model.to_dict()}, wanted model={config.model.to_dict()})")
-        done = evaluated_result(run_dir)
+        done = reusable_result(run_dir, config)
         if done is not None:
             log.info("%s: already trained and evaluated, skipped", run_dir)
             return done
@@ -118,44 +127,6 @@ def ensure_run(config: RunConfig, run_dir: str | Path, *, iwae_k: int = SWEEP_IW
         log.info("%s: interrupted before its first checkpoint, starting again", run_dir)
     api.train(config, run_dir, **quiet)
     return api.evaluate(run_dir, iwae_k=iwae_k, classifier=classifier, seed=seed)
-
-
-def _row(name: str, run_dir: Path, config: RunConfig, result: dict[str, Any]) -> dict[str, Any]:
-    row = {"name": name, "run_dir": str(run_dir), "latent_dim": config.model.latent_dim, "beta": config.model.beta}
-    for column, keys in METRIC_KEYS.items():
-        value = next((result[k] for k in keys if isinstance(result.get(k), (int, float))), None)
-        row[column] = None if value is None else float(value)
-    return row
-
-
-def _same_test_split(run_dirs: Sequence[Path], config: RunConfig) -> np.ndarray:
-    """The shared test indices of ``run_dirs``; :class:`RunError` if any run's test split differs."""
-    from shared.data.splits import Split
-
-    faces = api.load_run_data(config)
-    first = None
-    for run_dir in run_dirs:
-        test = np.asarray(Split.load(run_dir / SPLIT, faces).test)
-        if first is None:
-            first = test
-        elif not np.array_equal(np.sort(first), np.sort(test)):
-            raise RunError(f"{run_dir}: its test split differs from {run_dirs[0]}'s; sweep runs must share "
-                           f"the data spec and split seed so they are compared on the same held-out faces")
-    return first
-
-
-def _reconstructions(run_dirs: Sequence[Path], names: Sequence[str], config: RunConfig,
-                     test: np.ndarray) -> tuple[Any, np.ndarray]:
-    """The figure and images ``(1 + runs, k, H, W)``: held-out originals, then each model's reconstruction."""
-    from shared.plotting import comparison_rows
-
-    faces = api.load_run_data(config).subset(test[:RECONSTRUCTION_FACES])
-    rows = {"originals": faces.floats()}
-    for run_dir, name in zip(run_dirs, names):
-        model = api.load_model(run_dir)
-        rows[name] = np.asarray(model.reconstruct(faces.floats(), labels_for(model, faces)), np.float32)
-    fig = comparison_rows(rows, title="held-out faces and every model's reconstruction")
-    return fig, np.stack(list(rows.values())).astype(np.float32)
 
 
 _RUN_NAME = re.compile(r"d\d+_b(?:[0-9.e+-]+|inf|nan)")  # run_name's pattern
@@ -254,7 +225,7 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
         mine = shard_points(points, shard)
         log.info("sweep shard %d/%d: %d of the %d grid points", *shard, len(mine), len(points))
         results = _run_all(out, mine, jobs, iwae_k, batched)
-        rows = [_row(p.name, p.run_dir, p.config, results[p.name]) for p in mine]
+        rows = [table_row(p.name, p.run_dir, p.config, results[p.name]) for p in mine]
         info = {"out": str(out), "shard": f"{shard[0]}/{shard[1]}", "points": [p.name for p in mine],
                 "grid_points": len(points)}
         return Result("sweep_shard", None, None, pd.DataFrame(rows), info)
@@ -262,7 +233,7 @@ def sweep(base: RunConfig, out: str | os.PathLike, *, latent_dims: Sequence[int]
         record_grid(out, [p.name for p in points])
         results = _run_all(out, points, jobs, iwae_k, batched)
         entries = [(p.name, p.run_dir, p.config, results[p.name]) for p in points]
-        return _write_outputs(base, out, entries, iwae_k, writer)
+        return write_outputs(base, out, entries, iwae_k, writer)
 
 
 def _run_all(out: Path, points: Sequence[Point], jobs: int, iwae_k: int, batched: bool = False) -> dict[str, Any]:
@@ -331,7 +302,7 @@ def report(out: str | os.PathLike, *, save: bool = True, fmt: str = "png", dpi: 
                         ", ".join(missing) or "none", ", ".join(unevaluated) or "none")
         ks = {r.get("iwae_k") for *_, r in entries if isinstance(r.get("iwae_k"), int)}
         iwae_k = ks.pop() if len(ks) == 1 else SWEEP_IWAE_K
-        return _write_outputs(base, out, entries, iwae_k, writer, missing=missing, unevaluated=unevaluated)
+        return write_outputs(base, out, entries, iwae_k, writer, missing=missing, unevaluated=unevaluated)
 
 
 def _one_sweep(out: Path, configs: Sequence[tuple[str, RunConfig]]) -> RunConfig:
@@ -363,45 +334,3 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
             if a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
     return f"{prefix.rstrip('.')}: {a!r} vs {b!r}"
-
-
-def _write_outputs(base: RunConfig, out: Path, entries: Sequence[tuple[str, Path, RunConfig, dict[str, Any]]],
-                   iwae_k: int, writer: OutputWriter, *, missing: Sequence[str] = (),
-                   unevaluated: Sequence[str] = ()) -> Result:
-    """``sweep.json``, ``sweep.md`` and the figures of the evaluated runs ``entries`` (name, folder, config, eval)."""
-    rows = [_row(name, run_dir, config, result) for name, run_dir, config, result in entries]
-    run_dirs = [run_dir for _, run_dir, _, _ in entries]
-    names = [f"d={c.model.latent_dim} β={c.model.beta:g}" for _, _, c, _ in entries]
-    test = _same_test_split(run_dirs, base)
-
-    info = {"out": str(out), "backend": base.backend, "family": base.model.family, "data": base.data.spec,
-            "split_seed": base.data.split_seed, "n_test": int(len(test)), "iwae_k": iwae_k}
-    # a report of an unfinished sweep says what is not in the table (a complete one has no such keys)
-    gaps = {k: list(v) for k, v in (("missing", missing), ("unevaluated", unevaluated)) if v}
-    info.update(gaps)
-    writer.json("sweep.json", {**info, "runs": rows})
-    columns = ["latent dim", "β", "rate (nats)", "distortion (nats)", "−ELBO", f"IWAE-{iwae_k} (−log p)",
-               "PSNR (dB)", "SSIM"]
-    table = markdown_table(columns, [[r["latent_dim"], r["beta"], r["rate"], r["distortion"], r["neg_elbo"],
-                                      r["iwae"], r["psnr"], r["ssim"]] for r in rows])
-    note = "".join(f"\nNot in the table, {'not started' if k == 'missing' else 'not finished or not evaluated'}: "
-                   f"{', '.join(v)}.\n" for k, v in gaps.items())
-    writer.text("sweep.md", f"# Sweep — {base.backend}/{base.model.family} on {base.data.spec}\n\n"
-                            f"Test split ({len(test)} faces), per-image means.\n\n{table}{note}")
-    from shared.plotting import rate_distortion_figure
-    points = [dict(rate=r["rate"], distortion=r["distortion"], label=n, group=f"β={r['beta']:g}")
-              for r, n in zip(rows, names) if r["rate"] is not None and r["distortion"] is not None]
-    fig = None
-    if points:
-        fig = rate_distortion_figure(points, title=f"rate–distortion: {base.backend}/{base.model.family} on "
-                                                   f"{base.data.spec} ({len(test)} test faces, mean per face)")
-        writer.figure(fig, f"{FIGURES}/rate_distortion")
-    else:
-        log.warning("no run reports rate and distortion: no rate–distortion figure")
-    rec_fig, rec_images = _reconstructions(run_dirs, names, base, test)
-    first = len(writer.paths)
-    writer.figure(rec_fig, f"{FIGURES}/reconstructions")
-    recon = Result("reconstructions", rec_fig, rec_images, None, {"rows": ["originals", *names]},
-                   writer.paths[first:])
-    log.info("sweep of %d runs in %s%s", len(rows), out, "" if writer.save else " (table and figures not saved)")
-    return Result("sweep", fig, rec_images, pd.DataFrame(rows), info, writer.paths, {"reconstructions": recon})

@@ -40,7 +40,7 @@ __all__ = ["WEIGHTS_IO_MODULES", "LAYOUTS", "PlanSlot", "plan_slots", "expected_
            "chw_to_hwc_index"]
 
 LAYOUTS = ("torch", "tf")
-# The backend modules exporting/importing plan weights (imported lazily by shared.api.convert).
+# The backend modules exporting/importing plan weights (imported lazily by shared.convert.convert).
 WEIGHTS_IO_MODULES = {"torch": "facevae.weights_io", "tf": "facevae_tf.weights_io"}
 
 _ROLES = {"conv": ("kernel", "bias"), "deconv": ("kernel", "bias"), "linear": ("kernel", "bias"),

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from shared import cli
+from shared import cli_studio
 from shared.cli import main
 from tests.conftest import REPO
 
@@ -86,7 +86,7 @@ def fake(monkeypatch):
     def ctrl_c():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_block", ctrl_c)
+    monkeypatch.setattr(cli_studio, "_block", ctrl_c)  # the explore command lives in shared.cli_studio
     return _FakeExplorer
 
 
