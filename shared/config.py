@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from shared.errors import ConfigError
+from shared.presets import TRAIN_RECIPES, preset_shape
 
 __all__ = [
     "BACKENDS", "MODEL_FAMILIES", "PRESETS", "TASKS", "LIKELIHOODS", "SIGMA_MODES",
@@ -37,21 +38,6 @@ LABEL_DIM = 7  # conditional models: gender (1) + ethnicity one-hot (5) + scaled
 MAX_CHANNELS = 4096  # per conv layer; far beyond any face model, small enough to catch typos
 MAX_DEVICES = 64    # data-parallel replicas (TrainConfig.devices)
 MAX_HIDDEN = 65536   # per dense layer: 10 million would allocate gigabytes of weights before failing
-
-# (channels, hidden_dims) per (family, preset); the block style follows the preset.
-_PRESET_SHAPES: dict[tuple[str, str], tuple[tuple[int, ...], tuple[int, ...]]] = {
-    ("vae", "seed"): ((32, 128, 512), (2048, 1024, 512)),
-    ("vae", "default"): ((32, 64, 128, 256), (256,)),
-    ("cnn", "seed"): ((16, 64, 256), (1024, 1024, 512)),
-    ("cnn", "default"): ((16, 32, 64, 128), (256,)),
-}
-
-
-def preset_shape(family: str, preset: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Default ``(channels, hidden_dims)`` of a preset; cvae and iaf share the vae shapes."""
-    key = ("cnn" if family == "cnn" else "vae", preset)
-    return _PRESET_SHAPES[key]
-
 
 def _or(given: Any, default: tuple[int, ...]) -> Any:
     """``given`` unless it is None or an empty list/tuple (take the preset's); other values go on to be checked."""
@@ -402,25 +388,11 @@ class RunConfig(_JsonMixin):
             raise ConfigError(f"{path}: {exc}") from None
 
 
-# Training recipes per (family, preset). ``seed`` reproduces the original work's recipe.
-_TRAIN_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
-    ("cnn", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
-    ("cnn", "default"): dict(epochs=20, batch_size=64, lr=1e-3, weight_decay=0.05, optimizer="adamw",
-                             schedule="cosine", early_stopping=0, label_smoothing=0.1, augment=True),
-    ("vae", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
-    # batch 32 and at least 32 steps an epoch: on 600 real faces batch 128 gave 4 steps an epoch, too
-    # few to beat the mean face in 3 epochs, and batch 32 left one run in 80 at the mean face
-    # (benchmarks/stability.py); on 2 CPU cores batch 32 trains as many faces a second as 128
-    ("vae", "default"): dict(epochs=30, batch_size=32, min_steps_per_epoch=32, lr=2e-3, optimizer="adam",
-                             schedule="cosine", early_stopping=8),
-}
-
-
 def default_train_config(family: str, preset: str, **overrides: Any) -> TrainConfig:
     """The recipe of ``(family, preset)`` (cvae/iaf use the vae recipe), with ``overrides`` applied."""
     _choice("family", family, MODEL_FAMILIES)
     _choice("preset", preset, PRESETS)
-    recipe = dict(_TRAIN_RECIPES[("cnn" if family == "cnn" else "vae", preset)])
+    recipe = dict(TRAIN_RECIPES[("cnn" if family == "cnn" else "vae", preset)])
     given = {k: v for k, v in overrides.items() if v is not None}
     if "batch_size" in given:  # a batch size the user chose is used as given
         recipe["min_steps_per_epoch"] = 0

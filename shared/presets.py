@@ -1,0 +1,39 @@
+"""The two presets' layers and training recipes, per model family: ``seed`` (the original work) and ``default``.
+
+Kept apart from :mod:`shared.config` so a change of recipe is one small, reviewable file; the
+configs read these tables (``ModelConfig`` fills its channels and hidden sizes from
+:func:`preset_shape`, :func:`shared.config.default_train_config` starts from ``TRAIN_RECIPES``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PRESET_SHAPES", "TRAIN_RECIPES", "preset_shape"]
+
+# (channels, hidden_dims) per (family, preset); the block style follows the preset.
+PRESET_SHAPES: dict[tuple[str, str], tuple[tuple[int, ...], tuple[int, ...]]] = {
+    ("vae", "seed"): ((32, 128, 512), (2048, 1024, 512)),
+    ("vae", "default"): ((32, 64, 128, 256), (256,)),
+    ("cnn", "seed"): ((16, 64, 256), (1024, 1024, 512)),
+    ("cnn", "default"): ((16, 32, 64, 128), (256,)),
+}
+
+
+def preset_shape(family: str, preset: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Default ``(channels, hidden_dims)`` of a preset; cvae and iaf share the vae shapes."""
+    key = ("cnn" if family == "cnn" else "vae", preset)
+    return PRESET_SHAPES[key]
+
+
+# Training recipes per (family, preset). ``seed`` reproduces the original work's recipe.
+TRAIN_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
+    ("cnn", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
+    ("cnn", "default"): dict(epochs=20, batch_size=64, lr=1e-3, weight_decay=0.05, optimizer="adamw",
+                             schedule="cosine", early_stopping=0, label_smoothing=0.1, augment=True),
+    ("vae", "seed"): dict(epochs=10, batch_size=50, lr=5e-4, optimizer="adam", schedule="seed", early_stopping=0),
+    # batch 32 and at least 32 steps an epoch: on 600 real faces batch 128 gave 4 steps an epoch, too
+    # few to beat the mean face in 3 epochs, and batch 32 left one run in 80 at the mean face
+    # (benchmarks/stability.py); on 2 CPU cores batch 32 trains as many faces a second as 128
+    ("vae", "default"): dict(epochs=30, batch_size=32, min_steps_per_epoch=32, lr=2e-3, optimizer="adam",
+                             schedule="cosine", early_stopping=8),
+}
