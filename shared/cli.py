@@ -213,6 +213,12 @@ def _configure_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO if writer else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("tensorflow").setLevel(logging.NOTSET if verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:  # the epoch line is printed already: its DEBUG copy is for files
+        handler.addFilter(_not_the_printed_epoch_line)
+
+
+def _not_the_printed_epoch_line(record: logging.LogRecord) -> bool:
+    return not (record.name == "shared.event_log" and record.funcName == "report_epoch")
 
 
 def main(argv: Optional[Sequence[str]] = None, *, default_backend: Optional[str] = None) -> int:

@@ -61,3 +61,19 @@ def test_only_the_writer_prints_where_it_wrote(tmp_path, monkeypatch, capsys, ra
     monkeypatch.setattr(shared.api, "train", lambda config, out, **kw: shared.api.Run(out))
     assert main(["train", "--backend", "torch", "--model", "vae", "--data", "synthetic:20", "--out", str(out)]) == 0
     assert (f"wrote: {out}" in capsys.readouterr().out) is prints
+
+
+def test_verbose_train_prints_each_epoch_line_once(tmp_path):
+    pytest.importorskip("torch")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", FACEVAE_CACHE=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    argv = ["-v", "train", "--data", "synthetic:120", "--image-size", "32", "--channels", "8,16", "--hidden-dims",
+            "32", "--epochs", "2", "--out", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, "-m", "facevae", *argv], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    for epoch in (1, 2):  # printed through tqdm; its DEBUG log copy must not print it a second time
+        assert sum(f"epoch {epoch}/2  train" in line for line in lines) == 1, proc.stderr[-3000:]
+    assert any(line.startswith("DEBUG ") for line in lines)  # -v still shows the other DEBUG records
