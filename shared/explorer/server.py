@@ -327,8 +327,10 @@ class Explorer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT/`` of the page."""
+        """``http://HOST:PORT/`` of the page; bound to every interface (0.0.0.0, ::), this machine's name."""
         host = self.host.strip("[]")
+        if host in ("0.0.0.0", "::", ""):  # not an address a browser can open: name the machine instead
+            host = socket.gethostname() or "localhost"
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -204,3 +204,15 @@ def test_python_explore_returns_a_started_explorer_that_stops(runs):
     with pytest.raises(OSError):
         urllib.request.urlopen(explorer.url.rstrip("/") + "/api/info", timeout=5)
     assert "port" in str(facevae_tf.explore.__signature__)  # the same function on the tf package
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]"])
+def test_the_url_of_every_interface_names_this_machine(host):
+    import socket
+    from types import SimpleNamespace
+
+    from shared.explorer.server import Explorer
+
+    url = Explorer.url.fget(SimpleNamespace(host=host, port=8123))
+    assert url == f"http://{socket.gethostname()}:8123/"  # a browser cannot open 0.0.0.0 on another machine
+    assert Explorer.url.fget(SimpleNamespace(host="::1", port=8123)) == "http://[::1]:8123/"
