@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae_tf import distribute
+from facevae_tf import distributed
 from facevae_tf.evaluation import evaluate
 from facevae_tf.adapter import CHUNK, TFGenerativeModel, arrays_of
 from facevae_tf.models import build_model
@@ -37,7 +37,7 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
 
     Seeds Python/numpy/TF globals with ``config.train.seed`` (see :func:`facevae_tf.engine.seed_everything`)
     and places the work on ``config.train.device`` (:func:`facevae_tf.engine.device_scope`), or on
-    ``config.train.devices`` replicas under ``tf.distribute`` (:mod:`facevae_tf.distribute`; with
+    ``config.train.devices`` replicas under ``tf.distribute`` (:mod:`facevae_tf.distributed`; with
     ``TF_CONFIG`` on a cluster, only the chief writes ``run_dir``).
 
     Args:
@@ -50,7 +50,7 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
 
     Raises:
         ConfigError: the config is not a tf generative model, ``cuda`` without a GPU, or ``devices`` this
-            process cannot provide (see :func:`facevae_tf.distribute.strategy_for`);
+            process cannot provide (see :func:`facevae_tf.distributed.strategy_for`);
         NonFiniteLossError: NaN/inf loss;
         RunError: ``resume`` without a checkpoint.
     """
@@ -59,11 +59,11 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
     if config.model.image_size != faces.images.shape[1]:
         raise ConfigError(f"`image_size` {config.model.image_size} does not match the faces "
                           f"({faces.images.shape[1]}×{faces.images.shape[2]})")
-    if resume and distribute.cluster_spec() is not None:  # refused on every worker: none waits for the others
+    if resume and distributed.cluster_spec() is not None:  # refused on every worker: none waits for the others
         raise ConfigError("`resume` is not supported on a TF_CONFIG cluster (the workers other than the chief keep "
                           "no checkpoint); resume the run on one machine, with --devices N")
     # before anything else touches TensorFlow: logical CPU devices exist only if made before the runtime starts
-    strategy = distribute.strategy_for(config.train)
+    strategy = distributed.strategy_for(config.train)
     seed_everything(config.train.seed)
     place = device_scope(config.train.device) if strategy is None else contextlib.nullcontext()
     with place:
@@ -77,7 +77,7 @@ def train(config: RunConfig, faces: Faces, split: Any, run_dir: Path, *, resume:
         val_arrays = arrays_of(faces.subset(split.val), label_dim)
         log.info("tf %s: %d parameters, %d train / %d val faces", config.model.family, model.count_params(),
                  len(train_arrays["x"]), len(val_arrays["x"]))
-        if distribute.is_chief():
+        if distributed.is_chief():
             return fit(model, train_arrays, val_arrays, config, Path(run_dir), resume=resume, strategy=strategy)
         # a non-chief worker of a TF_CONFIG cluster trains in step with the chief but writes to scratch
         with tempfile.TemporaryDirectory(prefix="facevae-worker-") as scratch:

@@ -21,7 +21,7 @@ variables are checkpointed (not the loss scale), so a run can resume in another 
 :func:`facevae_tf.backend.load` builds a float32 model: evaluation and inference run in float32.
 
 Several devices (``TrainConfig.devices``): given a ``tf.distribute`` strategy the training step runs
-on every replica (:func:`facevae_tf.distribute.train_step_fn`) and computes the single-device step;
+on every replica (:func:`facevae_tf.distributed.train_step_fn`) and computes the single-device step;
 validation runs on one replica. Checkpoints are unchanged.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facevae_tf import checkpoint, distribute
+from facevae_tf import checkpoint, distributed
 from facevae_tf.models import FaceVAE, set_precision
 from shared import training
 from shared.config import RunConfig, TrainConfig
@@ -109,7 +109,7 @@ class TFEngine:
         config: the run config.
         run_dir: the run folder.
         strategy: the ``tf.distribute`` strategy ``model`` was built under (``devices > 1``), or None;
-            see :mod:`facevae_tf.distribute`.
+            see :mod:`facevae_tf.distributed`.
     """
 
     def __init__(self, model: FaceVAE, train: dict[str, np.ndarray], val: dict[str, np.ndarray],
@@ -159,7 +159,7 @@ class TFEngine:
             return model.loss_terms(x, y, eps, beta, training=False)
 
         if strategy is not None:
-            train_step = distribute.train_step_fn(strategy, model, variables, self.optimizer, loss_of, prepare)
+            train_step = distributed.train_step_fn(strategy, model, variables, self.optimizer, loss_of, prepare)
         # one trace for every batch size (the last batch is smaller); XLA still compiles per shape
         s, lab, d = config.model.image_size, model.label_dim, model.latent_dim
         spec = [tf.TensorSpec((None, s, s, 1), tf.float32), tf.TensorSpec((None, lab), tf.float32),
@@ -222,7 +222,7 @@ def fit(model: FaceVAE, train: dict[str, np.ndarray], val: dict[str, np.ndarray]
     """Train ``model`` with the shared loop (:func:`shared.training.fit`) through a :class:`TFEngine`.
 
     Args:
-        strategy: the ``tf.distribute`` strategy ``model`` was built under (:mod:`facevae_tf.distribute`), or None.
+        strategy: the ``tf.distribute`` strategy ``model`` was built under (:mod:`facevae_tf.distributed`), or None.
 
     Returns:
         The best epoch's metrics record plus the learning guard's ``warnings``.

@@ -14,7 +14,7 @@ KL and the IAF flow are computed in float32.
 Data parallelism (``TrainConfig.devices``): :func:`build_model` with ``synchronized_bn=True`` gives
 BatchNorm global-batch statistics under a ``tf.distribute`` strategy, and :meth:`FaceVAE.batch_terms`
 turns per-image terms gathered from every replica into the batch terms, so the distributed step
-(:mod:`facevae_tf.distribute`) computes the single-device loss. The weights are the same either way.
+(:mod:`facevae_tf.distributed`) computes the single-device loss. The weights are the same either way.
 """
 from __future__ import annotations
 

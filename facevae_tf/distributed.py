@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 _STARTED_HINT = ("TensorFlow can only split the CPU into logical devices before its runtime starts, and it has "
                  "already started in this process (other TensorFlow work ran first). Train with devices={n} in a "
-                 "fresh Python process or kernel, or call facevae_tf.distribute.configure_cpu_devices({n}) before "
+                 "fresh Python process or kernel, or call facevae_tf.distributed.configure_cpu_devices({n}) before "
                  "any other TensorFlow work")
 
 

@@ -141,7 +141,7 @@ class TestRefusals:
         assert RunConfig.from_dict(data).train.devices == 1
 
     def test_after_tensorflow_started_more_cpu_devices_are_refused_with_what_to_do(self):
-        from facevae_tf.distribute import configure_cpu_devices
+        from facevae_tf.distributed import configure_cpu_devices
 
         tf.constant(0.0)  # the runtime has started in this process
         n = len(tf.config.list_logical_devices("CPU")) + 1
@@ -149,7 +149,7 @@ class TestRefusals:
             configure_cpu_devices(n)
 
     def test_compile_is_refused_with_several_devices(self):
-        from facevae_tf.distribute import strategy_for
+        from facevae_tf.distributed import strategy_for
 
         with pytest.raises(ConfigError, match=r"`compile` is not supported with devices=2"):
             strategy_for(dataclasses.replace(TrainConfig(), devices=2, compile=True))
@@ -166,20 +166,20 @@ class TestCluster:
         ({"worker": ["a:1"]}, {"type": "worker", "index": 0}, True),  # one task: not a cluster
     ])
     def test_only_the_chief_writes(self, monkeypatch, cluster, task, chief):
-        from facevae_tf.distribute import cluster_spec, is_chief
+        from facevae_tf.distributed import cluster_spec, is_chief
 
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
         assert is_chief() is chief
         assert (cluster_spec() is None) == (sum(map(len, cluster.values())) == 1)
 
     def test_without_tf_config_there_is_no_cluster(self, monkeypatch):
-        from facevae_tf.distribute import cluster_spec, is_chief, strategy_for
+        from facevae_tf.distributed import cluster_spec, is_chief, strategy_for
 
         monkeypatch.delenv("TF_CONFIG", raising=False)
         assert cluster_spec() is None and is_chief() and strategy_for(TrainConfig()) is None
 
     def test_a_malformed_tf_config_is_refused_by_name(self, monkeypatch):
-        from facevae_tf.distribute import cluster_spec
+        from facevae_tf.distributed import cluster_spec
 
         monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}}')
         with pytest.raises(ConfigError, match=r"`TF_CONFIG` must be JSON with a 'cluster'"):
