@@ -211,10 +211,13 @@ def _configure_logging(verbose: bool) -> None:
     except FaceVAEError:  # a malformed RANK/WORLD_SIZE: the command that uses them says so (exit 2)
         writer = True
     level = logging.DEBUG if verbose else logging.INFO if writer else logging.WARNING
+    root = logging.getLogger()
+    theirs = list(root.handlers)  # a host's handlers (a notebook, pytest's capture) are not ours to filter
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("tensorflow").setLevel(logging.NOTSET if verbose else logging.WARNING)
-    for handler in logging.getLogger().handlers:  # the epoch line is printed already: its DEBUG copy is for files
-        handler.addFilter(_not_the_printed_epoch_line)
+    for handler in root.handlers:  # the epoch line is printed already: its DEBUG copy is for log files
+        if handler not in theirs:
+            handler.addFilter(_not_the_printed_epoch_line)
 
 
 def _not_the_printed_epoch_line(record: logging.LogRecord) -> bool:
