@@ -229,6 +229,11 @@ def training_curves(records: Sequence[Mapping[str, Any]], path: str | Path | Non
         ax.set_xlabel("epoch")
         ax.set_ylabel(panel[0].split("_", 1)[-1] if len(panel) > 1 else panel[0])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epochs = {r["epoch"] for r in records}
+        if len(epochs) == 1:  # one epoch: matplotlib would pad the axis to 0.95-1.05 with fractional ticks
+            (only,) = epochs
+            ax.set_xlim(only - 0.5, only + 0.5)
+            ax.set_xticks([only])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in axes[len(panels):]:

@@ -147,6 +147,8 @@ class TestChartFigures:
         assert panels == [["train_loss", "val_loss"], ["train_kl", "val_kl"], ["val_psnr"]]
         one_epoch = plotting.training_curves(records[:1])   # nothing varies yet: every term is shown
         assert len([ax for ax in one_epoch.axes if ax.get_lines()]) == 4
+        for ax in (a for a in one_epoch.axes if a.get_lines()):  # one integer tick, not 0.95, 0.96, ...
+            assert list(ax.get_xticks()) == [0] and ax.get_xlim() == (-0.5, 0.5)
 
     def test_a_term_equal_to_the_loss_gets_no_panel_and_run_curves_count_from_one(self):
         records = [{"epoch": e, "train_loss": 3.0 - e, "val_loss": 4.0 - e, "train_elbo": 3.0 - e,
