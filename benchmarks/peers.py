@@ -20,7 +20,7 @@ Variants of our side are ``+``-joined tokens applied to the default engine (``de
 * ``bare``: :func:`benchmarks.train_speed.bare_loop`, forward/backward/step only (a reference);
 * ``pythae``: pythae's trainer (the baseline of the ratios).
 
-    .venv/bin/python benchmarks/peers.py --setup          # create/reuse benchmarks/results/venv-pythae
+    .venv/bin/python benchmarks/peers.py --setup          # create/reuse .venv-pythae (beside .venv)
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/peers.py --reps 3 --steps 32 --batch 32 \
         --variants default,pythae,bf16,fused,bf16+fused
 
@@ -54,7 +54,7 @@ __all__ = ["parse_variant", "run_rate", "summarize", "markdown", "setup_venv", "
            "BASELINE", "PYTHAE_VERSION"]
 
 RESULTS = REPO / "benchmarks" / "results" / "peers"
-VENV = REPO / "benchmarks" / "results" / "venv-pythae"
+VENV = REPO / ".venv-pythae"  # beside .venv: ignored, and out of the way of tools that scan the tree
 BASELINE = "pythae"
 PYTHAE_VERSION = "0.1.2"
 _FLAGS = ("nchw", "bf16", "fused", "foreach", "loop", "compile", "bare", "pythae")
