@@ -11,9 +11,9 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable", "file_mode"]
+__all__ = ["atomic_write_with", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable", "file_mode"]
 
 _umask_lock = threading.Lock()
 
@@ -53,13 +53,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``.
+def atomic_write_with(path: Path, write: Callable[[BinaryIO], Any], *, durable: bool = True) -> Path:
+    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A crash leaves either the old file or the new one, never a torn file; a killed writer may leave
     a hidden ``.NAME.*.tmp`` file, which :func:`shared.runs.lock_run` removes from run folders.
     The file gets the usual ``0o666 & ~umask`` mode (``mkstemp`` alone would make it ``0600``, so
-    a teammate could not read a shared run).
+    a teammate could not read a shared run). ``durable`` syncs the file and the rename to disk;
+    a cache, which is rebuilt when an entry does not load, writes without it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,15 +69,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as fh:
             if hasattr(os, "fchmod"):
                 os.fchmod(fh.fileno(), file_mode())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            write(fh)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> Path:
+    """Write ``data`` durably and atomically to ``path`` (:func:`atomic_write_with`)."""
+    return atomic_write_with(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shared.faces import Faces
-from shared.io import file_mode
+from shared.io import atomic_write_with
 from shared.runs import atomic_write_bytes
 
 __all__ = ["CACHE_VERSION", "cache_dir", "digest_file", "digest_folder", "source_digest", "cache_path", "read",
@@ -129,18 +128,8 @@ def write(path: Path, faces: Faces, report: dict[str, Any]) -> bool:
                                 else col.astype(str).to_numpy(dtype=str))
     meta = {"columns": list(faces.labels.columns), "report": report}
     arrays["meta"] = np.array(json.dumps(meta))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:  # straight to the file: no 55 MB copy in memory, no fsync
-                if hasattr(os, "fchmod"):
-                    os.fchmod(fh.fileno(), file_mode())
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    try:  # straight to the file: no 55 MB copy in memory, no fsync
+        atomic_write_with(path, lambda fh: np.savez(fh, **arrays), durable=False)
     except OSError as exc:
         log.warning("could not write cache entry %s (%s); loading will not be cached", path, exc)
         return False
