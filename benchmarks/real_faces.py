@@ -28,7 +28,9 @@ real faces must never be committed. ::
 ``--vae RUN_DIR`` takes any generative run (torch or tf, vae/cvae/iaf) trained on this CSV with
 the default split (checked: a run on another split is refused, its test faces could be our
 training faces). ``--train-vae D`` trains a default ``vae`` of latent size D into
-``benchmarks/results/real_faces/runs/vaeD`` (skipped when that run exists) and adds it as ``--vae``.
+``benchmarks/results/real_faces/runs/vaeD`` (skipped when that run exists) and adds it as ``--vae``;
+``--train-vae D:BETA`` sets β too (folder ``vaeD_bBETA``): the rate–distortion sweep is
+``--train-vae 8:0.01 --train-vae 8:0.1 --train-vae 8:1 ... --train-vae 128:1``.
 
 TODO (the lead's sections; each should take the ``--vae`` runs the same way):
   * sampling: Fréchet distance of samples vs test faces, with a CNN ``--classifier`` run.
@@ -67,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="64 test / 32 validation faces, small grids")
     p.add_argument("--sigmas", default="0.1,0.2,0.3,0.5")
     p.add_argument("--vae", action="append", default=[], metavar="RUN_DIR", help="a trained generative run")
-    p.add_argument("--train-vae", action="append", type=int, default=[], metavar="D",
+    p.add_argument("--train-vae", action="append", type=_latent_beta, default=[], metavar="D[:BETA]",
                    help="train a default vae of latent size D (unless present) and score it")
     p.add_argument("--backend", default="torch", help="backend of --train-vae runs")
     p.add_argument("--epochs", type=int, default=None, help="epochs of --train-vae runs (default: the preset's)")
@@ -87,6 +89,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _latent_beta(text: str) -> tuple[int, float | None]:
+    """``"32"`` -> (32, None) (the preset's β); ``"32:0.1"`` -> (32, 0.1)."""
+    d, _, beta = text.partition(":")
+    try:
+        return int(d), (float(beta) if beta else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected D or D:BETA (e.g. 32 or 32:0.1), got {text!r}") from None
+
+
 def load_split(data: str, image_size: int | None = None):
     """``(faces, split, data_config)``: the faces of ``data`` and the split a default run on them makes
     (as :func:`shared.api.train`: ``load(spec, image_size)`` then ``make_split`` with the DataConfig's
@@ -101,17 +112,20 @@ def load_split(data: str, image_size: int | None = None):
     return faces, split, cfg
 
 
-def train_vae(latent_dim: int, args: argparse.Namespace, cfg) -> Path:
-    """A default ``vae`` of ``latent_dim`` trained on the benchmark's data and split (kept when present)."""
+def train_vae(latent_beta: tuple[int, float | None], args: argparse.Namespace, cfg) -> Path:
+    """A default ``vae`` of latent size and β ``latent_beta`` trained on the benchmark's data and split
+    (kept when present); run folder ``vaeD`` (the preset's β) or ``vaeD_bBETA``."""
     from shared import api
     from shared.runs import has_any_checkpoint
 
-    run_dir = args.out / "runs" / f"vae{latent_dim}"
+    latent_dim, beta = latent_beta
+    name = f"vae{latent_dim}" + ("" if beta is None else f"_b{beta:g}")
+    run_dir = args.out / "runs" / (name if args.backend == "torch" else f"{name}_{args.backend}")
     if run_dir.exists() and has_any_checkpoint(run_dir):
         log.info("%s exists: not retrained", run_dir)
         return run_dir
     config = api.build_config(backend=args.backend, model="vae", data=cfg.spec, image_size=cfg.image_size,
-                              latent_dim=latent_dim, epochs=args.epochs)
+                              latent_dim=latent_dim, beta=beta, epochs=args.epochs)
     api.train(config, run_dir)
     return run_dir
 
@@ -128,7 +142,7 @@ def open_vae(run_dir: Path, split, faces, cfg, args: argparse.Namespace, n_test:
     from shared import api
     from shared.data.splits import Split
     from shared.errors import RunError
-    from shared.runs import EVAL, SPLIT
+    from shared.runs import EVAL, SPLIT, read_metrics
     from shared.studio import labels_for, open_run
 
     run_dir, config, model = open_run(run_dir)
@@ -145,8 +159,12 @@ def open_vae(run_dir: Path, split, faces, cfg, args: argparse.Namespace, n_test:
     else:  # evaluate on the run's whole test split (writes eval.json, as `facevae evaluate` would)
         rate = float(api.evaluate(run_dir, iwae_k=args.iwae_k, seed=args.seed)["rate"])
     test_faces = faces.subset(split.test[:n_test])
+    records = read_metrics(run_dir)
     return VaeRun(name=run_dir.name, model=model, backend=config.backend, latent_dim=config.model.latent_dim,
-                  rate=rate, labels_test=labels_for(model, test_faces))
+                  rate=rate, labels_test=labels_for(model, test_faces), beta=config.model.beta,
+                  likelihood=config.model.likelihood + ("-learned" if config.model.likelihood == "gaussian"
+                                                         and config.model.sigma_mode == "learned" else ""),
+                  epochs=len(records), train_s=sum(float(r.get("seconds", 0.0)) for r in records))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,10 @@ class VaeRun:
     latent_dim: int
     rate: float
     labels_test: Optional[np.ndarray] = None  # label vectors of the test faces (conditional models)
+    beta: Optional[float] = None
+    likelihood: str = ""
+    epochs: int = 0  # epochs trained and their seconds (metrics.jsonl), for the budget column
+    train_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -118,14 +122,19 @@ def reconstruction(bench: Bench, dims: Sequence[int] = (8, 16, 32, 128)) -> tupl
     for run in bench.vaes:
         rec = np.asarray(run.model.reconstruct(test, run.labels_test), np.float32)
         p, s = _scores(rec, test)
-        row = {"method": f"VAE {run.name}", "d": run.latent_dim, "psnr": p, "ssim": s, "rate": run.rate}
+        row = {"method": f"VAE {run.name}", "d": run.latent_dim, "psnr": p, "ssim": s, "rate": run.rate,
+               "beta": run.beta, "likelihood": run.likelihood, "epochs": run.epochs, "train_s": run.train_s}
         if run.latent_dim <= bench.pca.n_components:
             row["pca_psnr"], row["pca_ssim"] = _scores(bench.pca.truncated(run.latent_dim).project(test), test)
         rows.append(row)
         shown[f"VAE {run.name}"] = rec[:SHOWN]
-    md = markdown_table(["method", "d", "PSNR (dB)", "SSIM", "rate (nats)", "PCA-d PSNR", "PCA-d SSIM"],
-                        [[r["method"], r["d"] or "–", r["psnr"], r["ssim"], r.get("rate"), r.get("pca_psnr"),
-                          r.get("pca_ssim")] for r in rows])
+    md = markdown_table(["method", "d", "β", "likelihood", "epochs (s)", "PSNR (dB)", "SSIM", "rate (nats)",
+                         "PCA-d PSNR", "PCA-d SSIM", "Δ vs PCA-d (dB)"],
+                        [[r["method"], r["d"] or "–", r.get("beta"), r.get("likelihood"),
+                          f"{r['epochs']} ({r['train_s']:.0f})" if r.get("epochs") else None, r["psnr"], r["ssim"],
+                          r.get("rate"), r.get("pca_psnr"), r.get("pca_ssim"),
+                          None if r.get("pca_psnr") is None else round(r["psnr"] - r["pca_psnr"], 2)]
+                         for r in rows])
     fig = comparison_rows(shown, title=f"reconstruction of test faces ({len(test)} scored)")
     return md, rows, fig
 

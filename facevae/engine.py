@@ -7,9 +7,10 @@ eval mode under ``no_grad`` with the whole validation split) and ``latent_dim`` 
 numpy noise arrives as ``batch["eps"]``).
 
 Data live in one tensor per key on the device; batches are index slices chosen by the shared loop
-(no DataLoader, no Python work per sample). Optimisers follow ``TrainConfig.optimizer``: ``adamw``
-decays weights decoupled from the gradient, ``adam``/``sgd`` add ``weight_decay·w`` to it (L2) —
-the TF engine does the same.
+(no DataLoader, no Python work per sample). Optimisers follow ``TrainConfig.optimizer``
+(:mod:`facevae.optimizers`). The denoising input noise of ``TrainConfig.input_noise`` arrives from the
+loop as numpy and enters the batch as ``batch["noise"]`` ``(B, 1, H, W)``, after augmentation and
+sharded like ``eps``; the model adds it to the encoder's input only.
 
 Several processes (``torchrun``, :mod:`facevae.distributed`): every step and validation batch
 arrives whole; the engine computes this rank's shard of it, sums the weighted gradients and terms
@@ -37,9 +38,10 @@ from torch import Tensor, nn
 from facevae import distributed
 from facevae.checkpoint import (checkpoint_path, encode_checkpoint, has_checkpoint, load_checkpoint,
                                 write_checkpoint)
+from facevae.optimizers import make_optimizer  # re-exported: its former home
 from shared import distributed as distributed_env
 from shared import training
-from shared.config import RunConfig, TrainConfig
+from shared.config import RunConfig
 from shared.errors import ConfigError, NonFiniteLossError, RunError
 
 __all__ = ["fit", "TorchEngine", "load_weights", "load_training_state", "select_device", "to_tensors",
@@ -90,23 +92,6 @@ def to_tensors(data: dict[str, np.ndarray], device: torch.device) -> dict[str, T
         else:
             out[key] = torch.from_numpy(np.ascontiguousarray(value)).to(device)
     return out
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam / SGD (momentum 0.9) with L2 ``weight_decay``, or AdamW with decoupled decay; eps 1e-8.
-
-    Adam and AdamW use the multi-tensor (``foreach``) update, torch's default on CUDA but not on a
-    CPU: there it is bitwise equal to the per-tensor loop, whatever the grouping of the tensors (the
-    batched sweep relies on that), and costs 10.6 ms of CPU a step on the default VAE against 13.5 ms
-    (1 thread; ``benchmarks/peers.py``). ``fused=True`` would cost 4.3 ms, but its vectorised body and
-    scalar tail round differently, so a stacked tensor would not train as its members do.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, eps=1e-8, weight_decay=cfg.weight_decay, foreach=True)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, eps=1e-8, weight_decay=cfg.weight_decay, foreach=True)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
 _AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
@@ -227,7 +212,8 @@ class TorchEngine:
             self._bn_sync = part.sync_bn
         return part
 
-    def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> dict[str, Tensor]:
+    def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray], *,
+                   noise: Optional[np.ndarray] = None) -> dict[str, Tensor]:
         part = self._shard(len(idx))
         if part is not None and self.augment is None:  # only this rank's rows (and their noise) are needed
             idx, eps = idx[part.rows], None if eps is None else eps[part.rows]
@@ -239,6 +225,9 @@ class TorchEngine:
             if part is not None:
                 rows = torch.from_numpy(part.rows).to(self.device)
                 batch = {k: v[rows] for k, v in batch.items()}
+        if noise is not None:  # after augmentation: the noise is added to the faces the model sees
+            noise = noise if part is None else noise[part.rows]
+            batch["noise"] = torch.from_numpy(noise).to(self.device).unsqueeze(1)  # (B, 1, H, W)
         with _autocast(self.device, self.amp_dtype):
             terms = _check_terms(self.loss_fn(batch, beta=beta))
         self.optimizer.zero_grad(set_to_none=True)

@@ -34,9 +34,10 @@ from torch.func import stack_module_state
 
 from facevae.backend import build_vae
 from facevae.checkpoint import checkpoint_path, has_checkpoint, load_checkpoint, save_checkpoint
-from facevae.engine import autocast_dtype, load_training_state, make_optimizer, select_device, to_tensors
+from facevae.engine import autocast_dtype, load_training_state, select_device, to_tensors
 from facevae.ensemble_layers import Grouped
 from facevae.losses import TERM_NAMES
+from facevae.optimizers import make_optimizer
 from shared import training
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
@@ -297,12 +298,17 @@ def train_ensemble(configs: Sequence[RunConfig], faces: Faces, split: Any, run_d
         Per member, what :func:`shared.training.fit` returned, or the exception it raised.
 
     Raises:
-        ConfigError: members that are not torch ``vae`` runs of one architecture and training recipe.
+        ConfigError: members that are not torch ``vae`` runs of one architecture and training recipe, or
+            that train with ``input_noise`` (the grouped layers encode and score the same faces).
     """
     check_members(configs)
     if any(c.model.family != "vae" for c in configs):
         raise ConfigError("a batched sweep trains `family` 'vae' on the torch backend. "
                           f"Received: family={configs[0].model.family!r}")
+    if configs[0].train.input_noise > 0:  # members share the recipe (check_members): the first speaks for all
+        raise ConfigError("`input_noise` cannot be batched yet (sweep --batched): train the grid one point at a "
+                          "time (drop --batched), or use input_noise=0. "
+                          f"Received: input_noise={configs[0].train.input_noise!r}")
     if any(c.train.compile for c in configs):
         log.info("compile is not used by a batched sweep (the ensemble runs grouped layers)")
     train = {"images": faces.images[np.asarray(split.train)]}

@@ -15,6 +15,8 @@ Training-only shaping (the logged ``rate`` is always the true KL, ``elbo`` the t
 
 * KL warm-up: the training loop (:mod:`shared.training`) passes the β of each epoch;
 * free bits: each latent dimension's batch-mean KL is floored at ``free_bits`` nats.
+* denoising input noise (``TrainConfig.input_noise``): the engine adds ``batch["noise"]`` drawn by the
+  loop; the encoder reads the noisy faces, the likelihood scores the clean ones.
 
 In eval mode (validation) the loss is the target objective ``distortion + beta·rate`` every epoch,
 so the best-on-validation checkpoint compares like with like. The posterior log-variance is soft
@@ -87,11 +89,15 @@ class ConvVAE(nn.Module):
 
         Args:
             batch: ``images`` ``(B, 1, H, W)`` in [0, 1]; optional ``eps`` ``(B, d)``, the
-                reparameterisation noise (the training loop draws it; drawn here when absent).
+                reparameterisation noise (the training loop draws it; drawn here when absent); optional
+                ``noise`` ``(B, 1, H, W)``, the denoising input noise (``TrainConfig.input_noise``): the
+                encoder then sees ``clamp(images + noise, 0, 1)`` while the likelihood scores ``images``.
             beta: the KL weight; None means the target ``cfg.beta``. Free bits apply in train mode only.
         """
         x = batch["images"]  # (B, 1, H, W)
-        mean, logvar = self.encode(x)  # float32
+        noise = batch.get("noise")
+        x_in = x if noise is None else (x + noise.to(x.dtype)).clamp(0.0, 1.0)
+        mean, logvar = self.encode(x_in)  # float32
         eps = batch.get("eps")
         eps = torch.randn_like(mean) if eps is None else eps.to(mean.dtype)
         z = mean + torch.exp(0.5 * logvar) * eps  # reparameterisation

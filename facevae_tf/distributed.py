@@ -155,7 +155,8 @@ def replica_slice(t: tf.Tensor, replica: Any, n: int) -> tf.Tensor:
 
 def train_step_fn(strategy: tf.distribute.Strategy, model: Any, variables: Sequence[tf.Variable], optimizer: Any,
                   loss_of: Callable[[tf.Tensor], tf.Tensor], prepare: Callable[[list], list]) -> Callable:
-    """The distributed training step ``(x, y, eps, beta) -> terms`` over the global batch (wrap in tf.function).
+    """The distributed training step ``(x, y, eps, beta[, x_in]) -> terms`` over the global batch (wrap in
+    tf.function); ``x_in``, the encoder's input (denoising), is sliced across the replicas like ``x``.
 
     Args:
         strategy: the strategy the model and optimiser were built under.
@@ -170,11 +171,13 @@ def train_step_fn(strategy: tf.distribute.Strategy, model: Any, variables: Seque
     """
     n = strategy.num_replicas_in_sync
 
-    def replica_step(x, y, eps, beta):
+    def replica_step(x, y, eps, beta, x_in=None):
         ctx = tf.distribute.get_replica_context()
         x, y, eps = (replica_slice(t, ctx.replica_id_in_sync_group, n) for t in (x, y, eps))
+        if x_in is not None:
+            x_in = replica_slice(x_in, ctx.replica_id_in_sync_group, n)
         with tf.GradientTape() as tape:
-            distortion, rate, _ = model.image_terms(x, y, eps, training=True)
+            distortion, rate, _ = model.image_terms(x, y, eps, training=True, x_in=x_in)
             # every replica sees the whole batch's terms: the batch means and free bits are the global ones
             terms = model.batch_terms(ctx.all_gather(distortion, axis=0), ctx.all_gather(rate, axis=0), beta,
                                       training=True)
@@ -185,8 +188,9 @@ def train_step_fn(strategy: tf.distribute.Strategy, model: Any, variables: Seque
         optimizer.apply_gradients(zip([g / n for g in prepare(grads)], variables))
         return terms
 
-    def step(x, y, eps, beta):
-        out = strategy.run(replica_step, args=(x, y, eps, beta))
+    def step(x, y, eps, beta, x_in=None):
+        args = (x, y, eps, beta) if x_in is None else (x, y, eps, beta, x_in)
+        out = strategy.run(replica_step, args=args)
         return {k: strategy.experimental_local_results(v)[0] for k, v in out.items()}
 
     return step

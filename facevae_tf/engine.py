@@ -5,7 +5,9 @@ logged as ``train_<name>`` / ``val_<name>``. Batches, ε and β come from the sh
 sees the same batches and noise as the torch backend would. Optimisers mirror ``facevae.engine``:
 ``adamw`` decays weights decoupled from the gradient (Keras AdamW), ``adam``/``sgd`` add
 ``weight_decay·w`` to the gradient (L2, as torch does); ``grad_clip`` clips the global norm of the
-loss gradient before that, again as torch does.
+loss gradient before that, again as torch does. The denoising input noise of ``TrainConfig.input_noise``
+arrives from the loop as numpy; a second traced step takes it as an input and passes
+``clip(x + noise, 0, 1)`` to the model as the encoder's input (``x_in``), the likelihood scoring ``x``.
 
 Determinism: :func:`seed_everything` calls ``keras.utils.set_random_seed`` (Python, numpy and TF
 global seeds — it changes the caller's global RNG state). Bit-identical results across runs also
@@ -148,9 +150,9 @@ class TFEngine:
                 grads = [g * scale for g in grads]
             return grads
 
-        def train_step(x, y, eps, beta):
+        def train_step(x, y, eps, beta, x_in=None):
             with tf.GradientTape() as tape:
-                terms = model.loss_terms(x, y, eps, beta, training=True)
+                terms = model.loss_terms(x, y, eps, beta, training=True, x_in=x_in)
                 loss = loss_of(terms["loss"])
             self.optimizer.apply_gradients(zip(prepare(tape.gradient(loss, variables)), variables))
             return terms
@@ -166,6 +168,11 @@ class TFEngine:
                 tf.TensorSpec((None, d), tf.float32), tf.TensorSpec((), tf.float32)]
         jit = cfg.compile or None
         self._train_fn = tf.function(train_step, jit_compile=jit, input_signature=spec)
+
+        def noisy_step(x, y, eps, beta, noise):  # traced only when a run trains with input noise
+            return train_step(x, y, eps, beta, tf.clip_by_value(x + noise, 0.0, 1.0))
+
+        self._noisy_fn = tf.function(noisy_step, jit_compile=jit, input_signature=spec + spec[:1])
         self._val_fn = tf.function(val_step, jit_compile=jit, input_signature=spec)
         self._recon_fn = tf.function(lambda x, y: tf.sigmoid(model((x, y), training=False)), reduce_retracing=True)
 
@@ -177,8 +184,11 @@ class TFEngine:
     def set_lr(self, lr: float) -> None:
         self.optimizer.learning_rate.assign(lr)
 
-    def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> dict[str, tf.Tensor]:
-        return self._train_fn(*self._inputs(self.train, idx, eps, beta))
+    def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray], *,
+                   noise: Optional[np.ndarray] = None) -> dict[str, tf.Tensor]:
+        if noise is None:
+            return self._train_fn(*self._inputs(self.train, idx, eps, beta))
+        return self._noisy_fn(*self._inputs(self.train, idx, eps, beta), tf.constant(noise[..., None]))
 
     def val_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> dict[str, tf.Tensor]:
         return self._val_fn(*self._inputs(self.val, idx, eps, beta))

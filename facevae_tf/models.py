@@ -122,8 +122,8 @@ class FaceVAE(keras.Model):
         return recon_nll(x, logits, c.likelihood, c.sigma_mode, c.sigma, weight)
 
     # -- losses -------------------------------------------------------------------------------
-    def loss_terms(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, beta, training: bool = False
-                   ) -> dict[str, tf.Tensor]:
+    def loss_terms(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, beta, training: bool = False,
+                   x_in: Optional[tf.Tensor] = None) -> dict[str, tf.Tensor]:
         """Every loss term of a batch, each computed explicitly.
 
         Args:
@@ -131,11 +131,13 @@ class FaceVAE(keras.Model):
             eps: standard normal noise ``(B, D)`` for the reparameterisation.
             beta: the KL weight (the shared loop passes the warmed-up β in training, the target β in validation).
             training: BatchNorm mode; free bits shape the training loss only.
+            x_in: what the encoder reads instead of ``x`` (a denoising VAE's noisy faces,
+                ``TrainConfig.input_noise``); the likelihood still scores ``x``. None: ``x``.
 
         Returns:
             ``loss``, ``distortion``, ``rate``, ``elbo``, ``beta`` (scalars, means over the batch).
         """
-        distortion, rate, _ = self.image_terms(x, y, eps, training=training)
+        distortion, rate, _ = self.image_terms(x, y, eps, training=training, x_in=x_in)
         return self.batch_terms(distortion, rate, beta, training)
 
     def batch_terms(self, distortion: tf.Tensor, rate: tf.Tensor, beta, training: bool = False
@@ -144,10 +146,13 @@ class FaceVAE(keras.Model):
         free_bits = self.model_config.free_bits if training else 0.0
         return combine_terms(distortion, rate, beta, free_bits, self.latent_dim)
 
-    def image_terms(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, training: bool = False
-                    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
-        """Per-image distortion ``(B,)``, rate (``(B, D)`` analytic or ``(B,)`` sampled) and the posterior heads."""
-        post = self.posterior(x, y, training=training)
+    def image_terms(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor, training: bool = False,
+                    x_in: Optional[tf.Tensor] = None) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+        """Per-image distortion ``(B,)``, rate (``(B, D)`` analytic or ``(B,)`` sampled) and the posterior heads.
+
+        The posterior reads ``x_in`` when given (see :meth:`loss_terms`), the likelihood always scores ``x``.
+        """
+        post = self.posterior(x if x_in is None else x_in, y, training=training)
         z, log_q = self.sample_posterior(post, eps)
         distortion = self.nll(x, self.decode_logits(z, y, training=training))
         return distortion, self.rate(post, z, log_q), post

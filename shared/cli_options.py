@@ -160,6 +160,7 @@ _HELP: dict[str, str] = {
     "early_stopping": "stop after this many epochs without a better validation loss (0: off)",
     "min_steps_per_epoch": "on small data shrink the batch (to >= 8) so an epoch has this many steps (0: off)",
     "grad_clip": "clip the global gradient norm to this value (0: off)",
+    "input_noise": "denoising VAE: max σ of the Gaussian noise added to encoder inputs in training (0: off)",
     "label_smoothing": "CNN label smoothing",
     "augment": "CNN: random flips and small shifts",
     "seed": "seeds weights, batch order and sampling",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from shared.errors import ConfigError
-from shared.presets import TRAIN_RECIPES, preset_shape
+from shared.presets import TRAIN_RECIPES, preset_likelihood, preset_shape
 
 __all__ = [
     "BACKENDS", "MODEL_FAMILIES", "PRESETS", "TASKS", "LIKELIHOODS", "SIGMA_MODES",
@@ -165,8 +165,10 @@ class ModelConfig(_JsonMixin):
         channels: conv widths, integers in [1, 4096] (one stride-2 block each); hidden_dims: dense
             widths, at most 16 integers in [1, 65536]. Floats such as 32.0 are refused, not truncated.
         latent_dim, beta: VAE latent size, an integer in [1, 1024], and KL weight in [0, 1000].
-        likelihood: ``bernoulli`` (BCE summed over pixels) or ``gaussian``.
-        sigma_mode, sigma: Gaussian decoder σ, ``fixed`` at ``sigma`` or ``learned`` per image.
+        likelihood: ``bernoulli`` (BCE summed over pixels) or ``gaussian``; empty takes the preset's
+            (``default``: gaussian, ``seed``: bernoulli; :data:`shared.presets.PRESET_LIKELIHOODS`).
+        sigma_mode, sigma: Gaussian decoder σ, ``fixed`` at ``sigma`` or ``learned`` per image; an empty
+            ``sigma_mode`` takes the preset's (``default``: learned, ``seed``: fixed).
         kl_warmup_epochs: β ramps linearly up to ``beta`` over this many epochs (0: off); see :meth:`beta_at`.
         free_bits: minimum KL per latent dimension in nats (0: off).
         task: CNN target (``gender``, ``ethnicity``, ``age`` or ``all`` = one trunk, three heads).
@@ -181,8 +183,8 @@ class ModelConfig(_JsonMixin):
     beta: float = 1.0
     channels: tuple[int, ...] = ()
     hidden_dims: tuple[int, ...] = ()
-    likelihood: str = "bernoulli"
-    sigma_mode: str = "fixed"
+    likelihood: str = ""
+    sigma_mode: str = ""
     sigma: float = 0.1
     kl_warmup_epochs: int = 0
     free_bits: float = 0.0
@@ -197,6 +199,11 @@ class ModelConfig(_JsonMixin):
         _in_range("image_size", self.image_size, 32, 512, int)
         _in_range("latent_dim", self.latent_dim, 1, 1024, int)
         _in_range("beta", self.beta, 0.0, 1000.0)
+        likelihood, sigma_mode = preset_likelihood(self.preset)
+        if self.likelihood in ("", None):
+            object.__setattr__(self, "likelihood", likelihood)
+        if self.sigma_mode in ("", None):
+            object.__setattr__(self, "sigma_mode", sigma_mode)
         _choice("likelihood", self.likelihood, LIKELIHOODS)
         _choice("sigma_mode", self.sigma_mode, SIGMA_MODES)
         _in_range("sigma", self.sigma, 1e-4, 10.0)
@@ -242,6 +249,10 @@ class TrainConfig(_JsonMixin):
         min_steps_per_epoch: on small data, shrink the batch (to no less than 8 faces) so that an epoch
             has at least this many optimiser steps (0: off); see :meth:`batch_size_for`.
         grad_clip: clip the global gradient norm to this value (0: off).
+        input_noise: denoising VAE: during training the encoder sees clip(x + s·ε, 0, 1) with
+            s ~ U(0, input_noise) per image and ε ~ N(0, 1) per pixel; the likelihood scores the clean x;
+            validation, evaluation and inference see clean inputs; 0: off. In [0, 1]; generative
+            families only. It may change on resume; configs saved before it existed load with 0.
         label_smoothing, augment: CNN recipe options (augment = random flips and small shifts).
         seed: seeds weights, batch order and sampling.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
@@ -270,6 +281,7 @@ class TrainConfig(_JsonMixin):
     early_stopping: int = 5
     min_steps_per_epoch: int = 0
     grad_clip: float = 0.0
+    input_noise: float = 0.0
     label_smoothing: float = 0.0
     augment: bool = False
     seed: int = 0
@@ -291,6 +303,7 @@ class TrainConfig(_JsonMixin):
         _choice("schedule", self.schedule, SCHEDULES)
         _in_range("early_stopping", self.early_stopping, 0, 100_000, int)
         _in_range("grad_clip", self.grad_clip, 0.0, 1e6)
+        _in_range("input_noise", self.input_noise, 0.0, 1.0)
         _in_range("label_smoothing", self.label_smoothing, 0.0, 0.99)
         _in_range("seed", self.seed, 0, 2**32 - 1, int)
         _choice("device", self.device, DEVICES)
@@ -344,6 +357,9 @@ class RunConfig(_JsonMixin):
             raise ConfigError(f"`devices` > 1 is for the tf backend; train torch on {self.train.devices} GPUs by "
                               f"launching `torchrun --nproc_per_node={self.train.devices} -m facevae train ...` "
                               f"(with devices 1). Received: backend='torch', devices={self.train.devices}")
+        if self.model.family == "cnn" and self.train.input_noise > 0:
+            raise ConfigError(f"`input_noise` is for the generative families (vae, cvae, iaf). "
+                              f"Received: family='cnn', input_noise={self.train.input_noise!r}")
         if self.backend == "tf" and self.model.family == "cnn":
             raise ConfigError("`family` 'cnn' exists only on the torch backend. Received: backend='tf'")
 

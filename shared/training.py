@@ -1,12 +1,13 @@
 """The one epoch loop of both backends.
 
 Everything a training run *decides* lives here, written once: the learning-rate schedule, the KL
-warm-up, batch order (and its tail rule), the reparameterisation noise, the NaN policy, early
-stopping, which checkpoint is ``best``, the order of checkpoint and metrics writes, resume, and the
-learning guard. A backend supplies an :class:`Engine` that only *executes*: one training step, one
-validation step, save and restore. What the loop shows and records besides checkpoints and
-``metrics.jsonl`` (epoch lines, progress bar, ``figures/training_curves.png``, TensorBoard events)
-is :mod:`shared.event_log`; :func:`console` turns the printing on or off.
+warm-up, batch order (and its tail rule), the reparameterisation noise and the denoising input noise
+(:func:`input_noise`), the NaN policy, early stopping, which checkpoint is ``best``, the order of
+checkpoint and metrics writes, resume, and the learning guard. A backend supplies an :class:`Engine`
+that only *executes*: one training step, one validation step, save and restore. What the loop shows
+and records besides checkpoints and ``metrics.jsonl`` (epoch lines, progress bar,
+``figures/training_curves.png``, TensorBoard events) is :mod:`shared.event_log`; :func:`console`
+turns the printing on or off.
 
 Why the noise and batch order are drawn here, in numpy: both backends then see the very same
 batches and the very same ε for every step, so a converted run trains the same way on either
@@ -22,7 +23,7 @@ the same batches and noise, its engine computes its shard and returns global bat
 rank takes the same decisions. Only the writer (rank 0) saves checkpoints, writes ``metrics.jsonl``,
 events and the figure, and prints; the others print nothing and touch no file.
 
-Resume reads lr, schedule, epochs, early stopping and batch size from the run's current
+Resume reads lr, schedule, epochs, early stopping, batch size and input noise from the run's current
 ``config.json`` (so an edited learning rate or a longer run applies from the next epoch, on both
 backends alike); the architecture comes from the same file and the engine refuses weights that do
 not fit it.
@@ -45,7 +46,7 @@ from shared.event_log import (TENSORBOARD_DIR, EventFileWriter, console, epoch_l
 from shared.runs import FIGURES, append_metrics, checkpoints_dir, read_metrics, truncate_metrics
 
 __all__ = ["Engine", "fit", "console", "batch_plan", "n_batches", "learning_guard", "train_noise", "val_noise",
-           "VAL_BATCH", "NO_TRAINING_STATE", "CURVES_FIGURE"]
+           "input_noise", "VAL_BATCH", "NO_TRAINING_STATE", "CURVES_FIGURE"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,13 @@ class Engine(Protocol):
 
     def set_lr(self, lr: float) -> None: ...
 
-    def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> Mapping[str, Any]:
-        """One optimiser step on training faces ``idx``; returns scalar terms (``loss`` included)."""
+    def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray], *,
+                   noise: Optional[np.ndarray] = None) -> Mapping[str, Any]:
+        """One optimiser step on training faces ``idx``; returns scalar terms (``loss`` included).
+
+        ``noise`` ``(len(idx), H, W)`` (:func:`input_noise`, passed only when ``input_noise > 0``): the
+        encoder sees ``clip(x + noise, 0, 1)``, the likelihood scores the clean ``x``.
+        """
 
     def val_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> Mapping[str, Any]:
         """Scalar terms of validation faces ``idx`` in inference mode (no update)."""
@@ -112,6 +118,20 @@ def train_noise(seed: int, epoch: int, step_in_epoch: int, n: int, dim: int) -> 
     return np.random.default_rng([seed, epoch, step_in_epoch, 1]).standard_normal((n, dim), np.float32)
 
 
+def input_noise(seed: int, epoch: int, step_in_epoch: int, n: int, shape: Sequence[int],
+                max_sigma: float) -> np.ndarray:
+    """Encoder-input noise of one training step (``TrainConfig.input_noise``), ``(n, *shape)`` float32.
+
+    Already scaled: image ``i`` gets ``s_i·ε`` with ``s_i ~ U(0, max_sigma)`` and ``ε ~ N(0, 1)`` per pixel.
+    A pure function of its position, from a stream of its own (``[seed, epoch, step, 3]``; ε is ``1``,
+    validation ``2``), so resume is exact and both backends add the very same noise.
+    """
+    rng = np.random.default_rng([seed, epoch, step_in_epoch, 3])
+    sigma = rng.random(n, np.float32) * np.float32(max_sigma)  # (n,) drawn first, then the pixels
+    eps = rng.standard_normal((n, *shape), np.float32)
+    return eps * sigma.reshape((n,) + (1,) * len(shape))
+
+
 def val_noise(seed: int, n: int, dim: int) -> np.ndarray:
     """ε of the whole validation split, ``(n, dim)``: the same every epoch, so epochs compare like with like."""
     return np.random.default_rng([seed, 2]).standard_normal((n, dim), np.float32)
@@ -144,7 +164,8 @@ def _resume_state(engine: Engine, config: RunConfig, run_dir: Path, writer: bool
                        f"before its first epoch ended: start it again without --resume")
     state = engine.restore("last")
     saved = state.get("train") or {}
-    for key in ("lr", "schedule", "epochs", "early_stopping", "batch_size", "weight_decay", "grad_clip"):
+    for key in ("lr", "schedule", "epochs", "early_stopping", "batch_size", "weight_decay", "grad_clip",
+                "input_noise"):
         if key in saved and saved[key] != getattr(config.train, key):
             log.info("resume: %s changed from %r to %r; it applies from epoch %d", key, saved[key],
                      getattr(config.train, key), int(state["epoch"]) + 1)
@@ -185,6 +206,7 @@ def _train_epoch(engine: Engine, config: RunConfig, epoch: int, state: dict[str,
     bar = progress_bar(len(batches), f"epoch {epoch + 1}/{cfg.epochs}")
     pending: list[tuple[Mapping[str, Any], int]] = []
     first_pending, last_refresh, seen = state["step"], time.monotonic(), 0
+    shape = (config.model.image_size, config.model.image_size)
 
     def drain() -> None:  # the only sync with the device
         nonlocal pending, first_pending
@@ -199,7 +221,11 @@ def _train_epoch(engine: Engine, config: RunConfig, epoch: int, state: dict[str,
 
     for b, idx in enumerate(batches):
         eps = train_noise(cfg.seed, epoch, b, len(idx), engine.noise_dim) if engine.noise_dim else None
-        pending.append((engine.train_step(idx, beta, eps), len(idx)))
+        if cfg.input_noise > 0:  # engines that take no noise keep working while it is off
+            noise = input_noise(cfg.seed, epoch, b, len(idx), shape, cfg.input_noise)
+            pending.append((engine.train_step(idx, beta, eps, noise=noise), len(idx)))
+        else:
+            pending.append((engine.train_step(idx, beta, eps), len(idx)))
         seen += len(idx)
         bar.update(1)
         if time.monotonic() - last_refresh > _REFRESH_S:

@@ -48,3 +48,15 @@ def test_default_recipe_learns_on_all_8818_real_faces(real_data, tmp_path, backe
     result = train_default(str(real_data / "age_gender_part1.csv.gz"), tmp_path / "run", backend, 32, 0)
     assert_learned(result)
     assert result["psnr"] > result["mean_face_psnr"] + 3  # far beyond the mean face on real data
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_a_short_default_run_on_600_real_faces_beats_the_mean_face_and_pca8(real_600, tmp_path, backend):
+    """The issue-10 floor: 20 epochs of the default recipe (gaussian decoder, learned σ) on ~480 training
+    faces reconstructs the run's own test faces better than the mean face and than PCA with 8 components
+    fit on the same training faces (the VAE has 32 latents; PCA-8 is the weakest linear model worth beating).
+    Measured: torch 21.06 dB against PCA-8 20.24 and the mean face 14.67 (85 s on one core)."""
+    pytest.importorskip("torch" if backend == "torch" else "tensorflow")
+    result = train_default(real_600, tmp_path / "run", backend, 32, 0, epochs=20)
+    assert_learned(result)
+    assert result["psnr"] > result["pca8_psnr"] > result["mean_face_psnr"], result

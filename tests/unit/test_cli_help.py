@@ -152,7 +152,7 @@ VALUES = {"backend": "tf", "family": "iaf", "preset": "seed", "image_size": 64, 
           "channels": (8, 16), "hidden_dims": (32, 16), "likelihood": "gaussian", "sigma_mode": "learned",
           "sigma": 0.25, "kl_warmup_epochs": 3, "free_bits": 0.1, "task": "age", "flow_steps": 2, "flow_hidden": 16,
           "context_dim": 8, "epochs": 2, "batch_size": 16, "lr": 0.003, "weight_decay": 0.01, "optimizer": "sgd",
-          "schedule": "cosine", "early_stopping": 2, "min_steps_per_epoch": 4, "grad_clip": 1.5,
+          "schedule": "cosine", "early_stopping": 2, "min_steps_per_epoch": 4, "grad_clip": 1.5, "input_noise": 0.3,
           "label_smoothing": 0.2, "augment": True, "seed": 9, "device": "cpu", "compile": True, "tensorboard": True,
           "precision": "bf16", "devices": 2,
           "spec": "synthetic:300", "val_fraction": 0.2, "test_fraction": 0.15, "split_seed": 4}

@@ -77,7 +77,7 @@ class TestShapes:
 class TestElboTerms:
     def test_bernoulli_against_hand_computation(self):
         torch.manual_seed(0)
-        model = ConvVAE(tiny_model_config(beta=0.5)).eval()
+        model = ConvVAE(tiny_model_config(beta=0.5, likelihood="bernoulli")).eval()
         terms, mean, logvar, logits, x = _terms_with_eps(model, _batch())
         p = 1.0 / (1.0 + np.exp(-logits))
         bce = -(x * np.log(p) + (1 - x) * np.log(1 - p))
@@ -91,7 +91,7 @@ class TestElboTerms:
 
     def test_gaussian_fixed_sigma(self):
         torch.manual_seed(0)
-        model = ConvVAE(tiny_model_config(likelihood="gaussian", sigma=0.2)).eval()
+        model = ConvVAE(tiny_model_config(likelihood="gaussian", sigma_mode="fixed", sigma=0.2)).eval()
         terms, _, _, logits, x = _terms_with_eps(model, _batch())
         mu = 1.0 / (1.0 + np.exp(-logits))
         d = x[0].size
