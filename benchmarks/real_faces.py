@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(DATA), help="faces (a SPEC); default: the real CSV")
     p.add_argument("--image-size", type=int, default=None, help="default: DataConfig's (48)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default=None,
+                   help=f"comma list of {', '.join(SECTIONS)} (default: all; sampling only with --classifier)")
     p.add_argument("--n-test", type=int, default=None, help="score the first N test faces (default: all)")
     p.add_argument("--n-val", type=int, default=200, help="validation faces used for tuning")
     p.add_argument("--quick", action="store_true", help="64 test / 32 validation faces, small grids")
@@ -76,10 +77,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iwae-k", type=int, default=64, help="for shared.api.evaluate when a run has no eval.json")
     p.add_argument("--iterations", type=int, default=50, help="VAE inpainting: iterate rounds")
     p.add_argument("--steps", type=int, default=200, help="VAE inpainting: optimize steps")
+    p.add_argument("--classifier", default=None, metavar="RUN_DIR",
+                   help="a cnn run on this split: its features score the sampling section (Fréchet distance)")
+    p.add_argument("--n-samples", type=int, default=1000, help="prior samples per source in the sampling section")
+    p.add_argument("--refine-steps", type=int, default=50,
+                   help="MAP steps on z after the encoder for the 'refine' VAE rows (0: none)")
+    p.add_argument("--input-noise", type=float, default=None,
+                   help="--train-vae runs: TrainConfig.input_noise (a denoising VAE; folder suffix _nS)")
     p.add_argument("--seed", type=int, default=0, help="seeds noise and random masks")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    if args.sections is None:
+        args.sections = ",".join(s for s in SECTIONS if s != "sampling" or args.classifier)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if "sampling" in args.sections and not args.classifier:
+        p.error("--sections sampling needs --classifier RUN_DIR (a cnn run on the same split)")
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         p.error(f"unknown --sections {unknown}; choose from {list(SECTIONS)}")
@@ -119,13 +131,14 @@ def train_vae(latent_beta: tuple[int, float | None], args: argparse.Namespace, c
     from shared.runs import has_any_checkpoint
 
     latent_dim, beta = latent_beta
-    name = f"vae{latent_dim}" + ("" if beta is None else f"_b{beta:g}")
+    name = f"vae{latent_dim}" + ("" if beta is None else f"_b{beta:g}") + (
+        f"_n{args.input_noise:g}" if args.input_noise else "")
     run_dir = args.out / "runs" / (name if args.backend == "torch" else f"{name}_{args.backend}")
     if run_dir.exists() and has_any_checkpoint(run_dir):
         log.info("%s exists: not retrained", run_dir)
         return run_dir
     config = api.build_config(backend=args.backend, model="vae", data=cfg.spec, image_size=cfg.image_size,
-                              latent_dim=latent_dim, beta=beta, epochs=args.epochs)
+                              latent_dim=latent_dim, beta=beta, epochs=args.epochs, input_noise=args.input_noise)
     api.train(config, run_dir)
     return run_dir
 
@@ -167,6 +180,24 @@ def open_vae(run_dir: Path, split, faces, cfg, args: argparse.Namespace, n_test:
                   epochs=len(records), train_s=sum(float(r.get("seconds", 0.0)) for r in records))
 
 
+def _classifier(run_dir: Path, split, faces):
+    """The cnn of ``run_dir``, refused unless it was trained on this benchmark's split (its test faces are ours)."""
+    import numpy as np
+
+    from shared import api
+    from shared.data.splits import Split
+    from shared.errors import RunError
+    from shared.runs import SPLIT
+
+    theirs = Split.load(run_dir / SPLIT, faces)
+    if not np.array_equal(theirs.test, split.test):
+        raise RunError(f"{run_dir}: the classifier's split differs from the benchmark's; it may have seen test faces")
+    model = api.load_model(run_dir)
+    if not hasattr(model, "features"):
+        raise RunError(f"{run_dir}: not a cnn run (no features)")
+    return model
+
+
 def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
@@ -192,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(train=train, val=faces.subset(split.val[:args.n_val]).floats(),
                   test=faces.subset(split.test[:n_test]).floats(), pca=pca, vaes=vaes, sigmas=args.sigmas,
                   grids=bench_grids, seed=args.seed, iterations=args.iterations,
-                  steps=args.steps)
+                  steps=args.steps, refine_steps=args.refine_steps,
+                  classifier=None if args.classifier is None else _classifier(Path(args.classifier), split, faces),
+                  n_samples=args.n_samples, figures=args.out / "figures")
 
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
     header = (f"# Real faces vs classical baselines\n\n{cfg.spec}: {split.summary()}.\n"

@@ -74,6 +74,8 @@ class Bench:
         grids: tuning grids.
         seed: seeds the noise and random masks (test: ``seed + i``, validation: ``seed + 1000 + i``).
         iterations, steps: VAE inpainting rounds (iterate) and optimisation steps (optimize).
+        refine_steps: MAP steps on z after the encoder (:func:`shared.inference.refine`) for the
+            "refined" VAE rows of reconstruction and denoising (0: no such rows).
     """
 
     train: np.ndarray
@@ -86,6 +88,18 @@ class Bench:
     seed: int = 0
     iterations: int = 50
     steps: int = 200
+    refine_steps: int = 50
+    classifier: Any = None  # a loaded cnn run (``features``) for the sampling section
+    n_samples: int = 1000
+    figures: Any = None  # folder of the per-run sampling figures
+
+
+def _refined(bench: Bench, run: VaeRun, images: np.ndarray) -> np.ndarray:
+    """``run``'s reconstruction of ``images`` after ``bench.refine_steps`` MAP steps on z (shared.inference)."""
+    from shared.inference import refine
+
+    return np.asarray(refine(run.model, images, steps=bench.refine_steps, seed=bench.seed, labels=run.labels_test),
+                      np.float32)
 
 
 def _scores(out: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
@@ -128,6 +142,11 @@ def reconstruction(bench: Bench, dims: Sequence[int] = (8, 16, 32, 128)) -> tupl
             row["pca_psnr"], row["pca_ssim"] = _scores(bench.pca.truncated(run.latent_dim).project(test), test)
         rows.append(row)
         shown[f"VAE {run.name}"] = rec[:SHOWN]
+        if bench.refine_steps:
+            ref = _refined(bench, run, test)
+            rows.append({**row, "method": f"VAE {run.name} + refine {bench.refine_steps}",
+                         **dict(zip(("psnr", "ssim"), _scores(ref, test)))})
+            shown[f"{run.name} refined"] = ref[:SHOWN]
     md = markdown_table(["method", "d", "β", "likelihood", "epochs (s)", "PSNR (dB)", "SSIM", "rate (nats)",
                          "PCA-d PSNR", "PCA-d SSIM", "Δ vs PCA-d (dB)"],
                         [[r["method"], r["d"] or "–", r.get("beta"), r.get("likelihood"),
@@ -169,6 +188,8 @@ def denoising(bench: Bench) -> tuple[str, list[dict], Any]:
             outs[method] = (f"{pname}={tuned.param:g}", np.asarray(fn(noisy, tuned.param), np.float32))
         for run in bench.vaes:
             outs[f"VAE {run.name}"] = (None, np.asarray(run.model.reconstruct(noisy, run.labels_test), np.float32))
+            if bench.refine_steps:
+                outs[f"VAE {run.name} + refine {bench.refine_steps}"] = (None, _refined(bench, run, noisy))
         for method, (param, out) in outs.items():
             p, s = _scores(out, bench.test)
             rows.append({"sigma": sigma, "method": method, "param": param, "psnr": p, "ssim": s})
@@ -238,5 +259,11 @@ def inpainting(bench: Bench, masks: Sequence[str] = ("box", "random")) -> tuple[
     return md, rows, fig
 
 
+def _sampling(bench: Bench) -> tuple[str, list[dict], Any]:
+    from benchmarks.real_faces_sampling import sampling
+
+    return sampling(bench)
+
+
 SECTIONS: dict[str, Callable[[Bench], tuple[str, list[dict], Any]]] = {
-    "reconstruction": reconstruction, "denoising": denoising, "inpainting": inpainting}
+    "reconstruction": reconstruction, "denoising": denoising, "inpainting": inpainting, "sampling": _sampling}

@@ -15,6 +15,7 @@ from typing import Any
 from shared.cli_common import command, figure_flags, figure_options, out_folder, print_result
 from shared.cli_options import SEED, bounded_int, floats
 from shared.errors import ConfigError
+from shared.inference import MAX_REFINE_STEPS
 
 __all__ = ["add_studio_commands"]
 
@@ -27,7 +28,8 @@ def _cmd_interpolate(a: argparse.Namespace) -> None:
 
 def _cmd_denoise(a: argparse.Namespace) -> None:
     from shared.studio import denoise
-    print_result(denoise(a.run_dir, sigmas=a.sigmas, n=a.n, seed=a.seed, **figure_options(a)))
+    print_result(denoise(a.run_dir, sigmas=a.sigmas, n=a.n, seed=a.seed, refine_steps=a.refine_steps,
+                         **figure_options(a)))
 
 
 def _cmd_inpaint(a: argparse.Namespace) -> None:
@@ -128,6 +130,9 @@ def add_studio_commands(sub: Any) -> None:
                    help="noise levels (default: 0.1,0.2,0.3,0.5)")
     p.add_argument("--n", type=int, default=256, help="test faces used")
     p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seeds the noise")
+    p.add_argument("--refine-steps", type=bounded_int(0, MAX_REFINE_STEPS), default=0, metavar="N",
+                   help=f"also vae_refined: z refined by N (0-{MAX_REFINE_STEPS}) Adam steps on the noisy face "
+                        "(semi-amortized; N decoder passes); 0 skips it")
     figure_flags(p)
     p.set_defaults(func=_cmd_denoise)
 

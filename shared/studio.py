@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -35,10 +35,12 @@ from shared.faces import Faces, label_vectors
 from shared.protocol import GenerativeModel
 from shared.results import DEFAULT_DPI, OutputWriter, Result, markdown_table
 from shared.runs import FIGURES, SPLIT, load_run_config
+# the denoise command lives in its own module (it imports this one's helpers on call)
+from shared.studio_denoise import DENOISERS, denoise, denoise_table
 
 __all__ = ["REFERENCE_LABEL", "TRAVERSAL_VALUES", "MAX_GRID", "MAX_FACES", "MAX_ROUNDS", "MAX_SEED", "check_int",
            "interpolate", "denoise", "inpaint", "open_run", "held_out_faces", "labels_for", "reference_labels",
-           "markdown_table", "latent_activity"]
+           "markdown_table", "latent_activity", "DENOISERS", "denoise_table"]
 
 log = logging.getLogger(__name__)
 
@@ -219,99 +221,6 @@ def interpolate(run_dir: str | os.PathLike, *, grid: int = 9, slerp: bool = Fals
     log.info("%s%s: %s", name, " and traversal" if traversal else "",
              ", ".join(map(str, out.paths)) if save else "not saved")
     return result
-
-
-# --------------------------------------------------------------------------- denoise
-
-DENOISERS = ("noisy", "mean", "median", "vae")
-
-
-def denoise_table(model: GenerativeModel, clean: np.ndarray, sigmas: Sequence[float], *, seed: int = 0,
-                  labels: Optional[np.ndarray] = None) -> tuple[list[dict[str, Any]], dict[float, dict]]:
-    """PSNR/SSIM against ``clean`` of the noisy input, mean filter, median filter and VAE.
-
-    Args:
-        model: protocol model (``reconstruct`` is the VAE denoiser).
-        clean: ``(N, H, W)`` float32 in [0, 1].
-        sigmas: noise standard deviations on the [0, 1] scale; noisy images are clipped to [0, 1].
-        seed: seeds the noise (σ i uses ``seed + i``).
-        labels: label vectors for conditional models.
-
-    Returns:
-        ``(rows, images)``: one row per (σ, method) with ``sigma``, ``method``, ``psnr``, ``ssim``
-        (means over faces), and per σ the images ``{"noisy", "mean", "median", "vae"}``.
-    """
-    from shared.corruptions import gaussian_noise, mean_filter, median_filter
-    from shared.image_metrics import psnr, ssim
-
-    rows: list[dict[str, Any]] = []
-    images: dict[float, dict] = {}
-    for i, sigma in enumerate(sigmas):
-        noisy = np.clip(np.asarray(gaussian_noise(clean, float(sigma), seed + i), np.float32), 0.0, 1.0)
-        outs = {"noisy": noisy, "mean": np.asarray(mean_filter(noisy), np.float32),
-                "median": np.asarray(median_filter(noisy), np.float32),
-                "vae": np.asarray(model.reconstruct(noisy, labels), np.float32)}
-        images[float(sigma)] = outs
-        for method in DENOISERS:
-            rows.append({"sigma": float(sigma), "method": method,
-                         "psnr": float(np.mean(psnr(outs[method], clean))),
-                         "ssim": float(np.mean(ssim(outs[method], clean)))})
-    return rows, images
-
-
-def denoise(run_dir: str | os.PathLike, *, sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.5), n: int = 256,
-            seed: int = 0, data: Optional[str] = None, save: bool = True, fmt: str = "png",
-            dpi: int = DEFAULT_DPI) -> Result:
-    """VAE reconstruction vs mean and median filters (3×3) on noisy test faces.
-
-    Scores are PSNR/SSIM against the clean faces, means over the first ``n`` test faces. With
-    ``save``, writes ``denoise.json`` and ``denoise.md`` in the run folder and
-    ``figures/denoise.<fmt>`` (rows: σ × example; columns: clean | noisy | mean | median | VAE).
-
-    Returns:
-        A :class:`Result`: ``table`` one row per (σ, method) with ``sigma``, ``method``, ``psnr``,
-        ``ssim`` (the ``results`` of ``denoise.json``); ``images``
-        ``(len(sigmas), 5, k, H, W)`` — axis 1 is clean, noisy, mean, median, vae; k = 2 example faces
-        (fewer when ``n`` < 2).
-
-    Raises:
-        ConfigError: a σ outside (0, 1] (NaN included) or no σ; ``n`` outside [1, :data:`MAX_FACES`];
-            ``seed`` outside [0, :data:`MAX_SEED`]; bad ``fmt``/``dpi``.
-        RunError: not a generative run.
-    """
-    from shared.plotting import image_grid
-
-    try:
-        sigmas = tuple(float(s) for s in sigmas)
-    except (TypeError, ValueError):
-        raise ConfigError(f"`sigmas` must be numbers in (0, 1]. Received: sigmas={sigmas!r}") from None
-    if not sigmas or any(not 0.0 < s <= 1.0 for s in sigmas):  # NaN fails every comparison: refused too
-        raise ConfigError(f"`sigmas` must be numbers in (0, 1]. Received: sigmas={list(sigmas)}")
-    n = check_int("n", n, 1, MAX_FACES)
-    check_int("seed", seed, 0, MAX_SEED)
-    out = OutputWriter(Path(run_dir), save, fmt, dpi)
-    run_dir, config, model = open_run(run_dir)
-    faces = held_out_faces(run_dir, config, n, data=data)
-    clean = faces.floats()
-    rows, images = denoise_table(model, clean, sigmas, seed=seed, labels=labels_for(model, faces))
-    info = {"run_dir": str(run_dir), "n_faces": len(clean), "seed": seed, "sigmas": list(sigmas), "filter_size": 3}
-    out.json("denoise.json", {**info, "results": rows})
-    by = {(r["sigma"], r["method"]): r for r in rows}
-    md = markdown_table(["σ"] + [f"{m} PSNR" for m in DENOISERS] + [f"{m} SSIM" for m in DENOISERS],
-                        [[s] + [by[s, m]["psnr"] for m in DENOISERS] + [by[s, m]["ssim"] for m in DENOISERS]
-                         for s in sigmas])
-    out.text("denoise.md", f"# Denoising — {len(clean)} test faces, seed {seed}\n\nPSNR (dB) and SSIM against the "
-                           f"clean faces; noisy = input, mean/median = 3×3 filters, vae = reconstruction.\n\n{md}")
-
-    k = min(2, len(clean))
-    shown = np.stack([np.stack([clean[:k]] + [images[s][m][:k] for m in DENOISERS]) for s in sigmas])  # (S,5,k,H,W)
-    grid_rows = [shown[i, :, j] for i in range(len(sigmas)) for j in range(k)]
-    titles = [f"σ={s:g} #{j}" for s in sigmas for j in range(k)]
-    fig = image_grid(grid_rows, row_titles=titles, col_titles=["clean", "noisy", "mean", "median", "VAE"],
-                     title=f"denoising: {len(clean)} test faces (PSNR/SSIM in the table)")
-    out.figure(fig, f"{FIGURES}/denoise")
-    log.info("denoise: %s", ", ".join(map(str, out.paths)) if save else "not saved")
-    return Result("denoise", fig, shown, pd.DataFrame(rows), info, out.paths)
 
 
 # --------------------------------------------------------------------------- inpaint

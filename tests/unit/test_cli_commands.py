@@ -71,3 +71,13 @@ def test_classifier_must_be_a_cnn_run(run, capsys):
     assert main(["evaluate", str(run), "--classifier", str(run)]) == 2
     err = capsys.readouterr().err
     assert "--classifier needs a cnn run" in err and "Traceback" not in err
+
+
+def test_denoise_refine_steps_adds_vae_refined(run, capsys):
+    assert main(["denoise", str(run), "--sigmas", "0.3", "--n", "4", "--refine-steps", "3"]) == 0
+    assert "vae_refined" in capsys.readouterr().out  # the printed table has the refined row
+    saved = json.loads((run / "denoise.json").read_text())
+    assert saved["refine_steps"] == 3 and [r["method"] for r in saved["results"]][-2:] == ["vae", "vae_refined"]
+    assert main(["denoise", str(run), "--refine-steps", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--refine-steps" in err and "0-10000" in err and "Traceback" not in err
