@@ -10,7 +10,8 @@ trained on the same split's training faces). Beside each ``--vae`` run:
 
 Figures (git-ignored, real faces): an 8 × 8 grid of prior samples per run
 (``figures/samples_<run>.png``) and a 9 × 9 interpolation matrix between the encodings of four test
-faces (``figures/interpolation_<run>.png``), decoded and with the corners marked; the section's
+faces (``figures/interpolation_<run>.png``), decoded and with the corners marked, and those four
+faces beside the matrix's corners (``figures/corners_<run>.png``); the section's
 returned figure puts 8 samples of every source side by side.
 """
 from __future__ import annotations
@@ -57,6 +58,11 @@ def _figures(bench: Any, run: Any, samples: np.ndarray) -> None:
     fig = interpolation_figure(images, out / f"interpolation_{run.name}.png",
                                title=f"{run.name}: encoded test faces {list(CORNERS)} at the corners",
                                corners=[f"test face {i}" for i in CORNERS])
+    plt.close(fig)
+    # the originals beside the matrix corners, to judge whether the corners are recognisably them
+    fig = image_grid([faces, images[[0, 0, -1, -1], [0, -1, 0, -1]]], out / f"corners_{run.name}.png",
+                     row_titles=["test faces", "matrix corners"], col_titles=list("ABCD"),
+                     title=f"{run.name}: corners A-D of the interpolation matrix")
     plt.close(fig)
 
 

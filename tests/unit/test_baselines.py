@@ -252,5 +252,36 @@ class TestRealFacesBenchmark:
         from benchmarks import real_faces
 
         with pytest.raises(SystemExit):
-            real_faces.parse_args(["--sections", "sampling"])
+            real_faces.parse_args(["--sections", "sharpening"])
         assert "unknown --sections" in capsys.readouterr().err
+        with pytest.raises(SystemExit):  # sampling is scored in a CNN's features: it needs one
+            real_faces.parse_args(["--sections", "sampling"])
+        assert "needs --classifier" in capsys.readouterr().err
+
+    def test_vae_rows_refine_rows_and_sampling_with_trained_runs(self, tmp_path, monkeypatch):
+        """--vae and --classifier runs trained on the benchmark's split add VAE, refined and sampling rows."""
+        monkeypatch.setenv("FACEVAE_CACHE", str(tmp_path / "cache"))
+        pytest.importorskip("torch")
+        from benchmarks import real_faces
+        from shared import api
+
+        data = dict(data="synthetic:240", image_size=32, device="cpu", epochs=2)
+        vae = api.train(api.build_config(model="vae", latent_dim=8, channels=(8, 16), hidden_dims=(32,), **data),
+                        tmp_path / "vae", verbose=False)
+        cnn = api.train(api.build_config(model="cnn", channels=(8, 16), hidden_dims=(32,), **data), tmp_path / "cnn",
+                        verbose=False)
+        out = tmp_path / "bench"
+        code = real_faces.main(["--data", "synthetic:240", "--image-size", "32", "--quick", "--n-test", "12",
+                                "--n-val", "12", "--sigmas", "0.2", "--out", str(out), "--vae", str(vae),
+                                "--classifier", str(cnn), "--refine-steps", "20", "--n-samples", "64",
+                                "--sections", "reconstruction,denoising,sampling"])
+        assert code == 0
+        sections = json.loads((out / "results.json").read_text())["sections"]
+        rec = {r["method"]: r for r in sections["reconstruction"]["rows"]}
+        plain, refined = rec["VAE vae"], rec["VAE vae + refine 20"]
+        assert plain["epochs"] == 2 and plain["likelihood"] == "gaussian-learned" and plain["pca_psnr"] is not None
+        assert refined["psnr"] > plain["psnr"]  # MAP steps fit the faces better than the encoder's mean
+        assert "VAE vae + refine 20" in {r["method"] for r in sections["denoising"]["rows"]}
+        fd = {r["method"]: r["fd"] for r in sections["sampling"]["rows"]}
+        assert fd["training faces (floor)"] < fd["VAE vae"] and "PCA-8, Gaussian coefficients" in fd
+        assert {"samples_vae.png", "interpolation_vae.png", "corners_vae.png", "sampling.png"} <= {p.name for p in (out / "figures").iterdir()}
