@@ -32,11 +32,14 @@ training faces). ``--train-vae D`` trains a default ``vae`` of latent size D int
 ``--train-vae D:BETA`` sets β too (folder ``vaeD_bBETA``): the rate–distortion sweep is
 ``--train-vae 8:0.01 --train-vae 8:0.1 --train-vae 8:1 ... --train-vae 128:1``.
 
-TODO (the lead's sections; each should take the ``--vae`` runs the same way):
-  * sampling: Fréchet distance of samples vs test faces, with a CNN ``--classifier`` run.
-  * TF IAF vs diagonal posterior on real faces (rate, IWAE, PSNR).
-  * cvae label fidelity (the classifier's accuracy on generated faces per label).
-  * backend agreement: a torch run converted to tf (``shared.api.convert``) scores the same.
+* sampling (with ``--classifier RUN_DIR``, a cnn run on this split): Fréchet distance of
+  ``--n-samples`` prior samples to the test faces in the CNN's features, beside the training faces
+  (the floor) and PCA samples; an 8 × 8 sample grid and a 9 × 9 encoded interpolation matrix per run.
+* agreement (asked for by name): the ``--vae`` runs that share a config but not the backend, PSNR
+  and −ELBO side by side.
+
+VAE rows of reconstruction and denoising come twice: from the encoder's mean and after
+``--refine-steps`` MAP steps on z (:func:`shared.inference.refine`).
 """
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(DATA), help="faces (a SPEC); default: the real CSV")
     p.add_argument("--image-size", type=int, default=None, help="default: DataConfig's (48)")
     p.add_argument("--sections", default=None,
-                   help=f"comma list of {', '.join(SECTIONS)} (default: all; sampling only with --classifier)")
+                   help=f"comma list of {', '.join(SECTIONS)} (default: all but agreement; sampling only with --classifier)")
     p.add_argument("--n-test", type=int, default=None, help="score the first N test faces (default: all)")
     p.add_argument("--n-val", type=int, default=200, help="validation faces used for tuning")
     p.add_argument("--quick", action="store_true", help="64 test / 32 validation faces, small grids")
@@ -88,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.sections is None:
-        args.sections = ",".join(s for s in SECTIONS if s != "sampling" or args.classifier)
+        args.sections = ",".join(s for s in SECTIONS if (s != "sampling" or args.classifier) and s != "agreement")
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if "sampling" in args.sections and not args.classifier:
         p.error("--sections sampling needs --classifier RUN_DIR (a cnn run on the same split)")
@@ -167,14 +170,14 @@ def open_vae(run_dir: Path, split, faces, cfg, args: argparse.Namespace, n_test:
                        f"its training faces could be our test faces")
     eval_file = run_dir / EVAL
     saved = json.loads(eval_file.read_text()) if eval_file.is_file() else {}
-    if saved.get("n_faces") == len(split.test) and "rate" in saved:
-        rate = float(saved["rate"])
-    else:  # evaluate on the run's whole test split (writes eval.json, as `facevae evaluate` would)
-        rate = float(api.evaluate(run_dir, iwae_k=args.iwae_k, seed=args.seed)["rate"])
+    if not (saved.get("n_faces") == len(split.test) and "rate" in saved):
+        # evaluate on the run's whole test split (writes eval.json, as `facevae evaluate` would)
+        saved = api.evaluate(run_dir, iwae_k=args.iwae_k, seed=args.seed)
     test_faces = faces.subset(split.test[:n_test])
     records = read_metrics(run_dir)
     return VaeRun(name=run_dir.name, model=model, backend=config.backend, latent_dim=config.model.latent_dim,
-                  rate=rate, labels_test=labels_for(model, test_faces), beta=config.model.beta,
+                  rate=float(saved["rate"]), labels_test=labels_for(model, test_faces), beta=config.model.beta,
+                  neg_elbo=float(saved["neg_elbo"]), config=config,
                   likelihood=config.model.likelihood + ("-learned" if config.model.likelihood == "gaussian"
                                                          and config.model.sigma_mode == "learned" else ""),
                   epochs=len(records), train_s=sum(float(r.get("seconds", 0.0)) for r in records))

@@ -1,4 +1,10 @@
-"""The sampling section of ``benchmarks/real_faces.py`` (issue 10, item 4).
+"""The sampling and backend-agreement sections of ``benchmarks/real_faces.py`` (issue 10, items 4 and 6).
+
+Agreement: every pair of ``--vae`` runs whose configs are the same but for the backend, with its test
+PSNR (``reconstruct``) and −ELBO (``eval.json``, the run's whole test split) side by side; goal 0.3 dB
+and 1 %.
+
+Sampling:
 
 Fréchet distance (FD) between features of ``n`` prior samples and the test faces, in the penultimate
 layer of a CNN run (``--classifier RUN_DIR``; the benchmark's default is a ``default`` gender CNN
@@ -26,7 +32,7 @@ from shared.grids import interpolation_matrix
 from shared.plotting import comparison_rows, image_grid, interpolation_figure
 from shared.results import markdown_table
 
-__all__ = ["sampling", "pca_samples", "CORNERS"]
+__all__ = ["sampling", "agreement", "pca_samples", "CORNERS"]
 
 log = logging.getLogger(__name__)
 
@@ -95,4 +101,42 @@ def sampling(bench: Any) -> tuple[str, list[dict], Any]:
                           f"{r['epochs']} ({r['train_s']:.0f})" if r.get("epochs") else None, r["fd"]]
                          for r in rows])
     fig = comparison_rows(shown, title=f"{n} samples each; 8 shown (FD in the CNN's penultimate features)")
+    return md, rows, fig
+
+
+def _same_but_backend(a: Any, b: Any) -> bool:
+    da, db = a.config.to_dict(), b.config.to_dict()
+    for d in (da, db):
+        d.pop("backend")
+        d["train"].pop("device", None)
+    return a.backend != b.backend and da == db
+
+
+def agreement(bench: Any) -> tuple[str, list[dict], Any]:
+    """PSNR and −ELBO of the same config trained by torch and by tf (pairs among the ``--vae`` runs)."""
+    from shared.image_metrics import psnr
+
+    runs = bench.vaes
+    pairs = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1:] if _same_but_backend(a, b)]
+    if not pairs:
+        raise SystemExit("the agreement section needs two --vae runs of one config on different backends")
+    rows: list[dict] = []
+    shown: dict[str, np.ndarray] = {"test faces": bench.test[:8]}
+    for a, b in pairs:
+        recs = {r.backend: np.asarray(r.model.reconstruct(bench.test, r.labels_test), np.float32) for r in (a, b)}
+        score = {k: float(np.mean(psnr(v, bench.test))) for k, v in recs.items()}
+        elbo = {r.backend: r.neg_elbo for r in (a, b)}
+        row = {"runs": f"{a.name} / {b.name}", **{f"psnr_{k}": v for k, v in score.items()},
+               **{f"neg_elbo_{k}": v for k, v in elbo.items()},
+               "psnr_gap": abs(score[a.backend] - score[b.backend]),
+               "elbo_gap_pct": 100 * abs(elbo[a.backend] - elbo[b.backend]) / max(abs(elbo[a.backend]), 1e-9),
+               "epochs": f"{a.epochs} / {b.epochs}", "train_s": f"{a.train_s:.0f} / {b.train_s:.0f}"}
+        rows.append(row)
+        for r in (a, b):
+            shown[f"{r.name} ({r.backend})"] = recs[r.backend][:8]
+    md = markdown_table(["runs", "PSNR torch", "PSNR tf", "|Δ| dB (goal ≤ 0.3)", "−ELBO torch", "−ELBO tf",
+                         "|Δ| % (goal ≤ 1)", "epochs", "train s"],
+                        [[r["runs"], r.get("psnr_torch"), r.get("psnr_tf"), r["psnr_gap"], r.get("neg_elbo_torch"),
+                          r.get("neg_elbo_tf"), r["elbo_gap_pct"], r["epochs"], r["train_s"]] for r in rows])
+    fig = comparison_rows(shown, title="the same config trained by each backend: test reconstructions")
     return md, rows, fig

@@ -43,6 +43,8 @@ class VaeRun:
     likelihood: str = ""
     epochs: int = 0  # epochs trained and their seconds (metrics.jsonl), for the budget column
     train_s: float = 0.0
+    neg_elbo: Optional[float] = None  # on the run's whole test split (eval.json)
+    config: Any = None  # the run's RunConfig
 
 
 @dataclass(frozen=True)
@@ -265,5 +267,12 @@ def _sampling(bench: Bench) -> tuple[str, list[dict], Any]:
     return sampling(bench)
 
 
+def _agreement(bench: Bench) -> tuple[str, list[dict], Any]:
+    from benchmarks.real_faces_sampling import agreement
+
+    return agreement(bench)
+
+
 SECTIONS: dict[str, Callable[[Bench], tuple[str, list[dict], Any]]] = {
-    "reconstruction": reconstruction, "denoising": denoising, "inpainting": inpainting, "sampling": _sampling}
+    "reconstruction": reconstruction, "denoising": denoising, "inpainting": inpainting, "sampling": _sampling,
+    "agreement": _agreement}

@@ -266,15 +266,16 @@ class TestRealFacesBenchmark:
         from shared import api
 
         data = dict(data="synthetic:240", image_size=32, device="cpu", epochs=2)
-        vae = api.train(api.build_config(model="vae", latent_dim=8, channels=(8, 16), hidden_dims=(32,), **data),
-                        tmp_path / "vae", verbose=False)
+        shape = dict(model="vae", latent_dim=8, channels=(8, 16), hidden_dims=(32,), **data)
+        vae = api.train(api.build_config(**shape), tmp_path / "vae", verbose=False)
+        vae_tf = api.train(api.build_config(backend="tf", **shape), tmp_path / "vae_tf", verbose=False)
         cnn = api.train(api.build_config(model="cnn", channels=(8, 16), hidden_dims=(32,), **data), tmp_path / "cnn",
                         verbose=False)
         out = tmp_path / "bench"
         code = real_faces.main(["--data", "synthetic:240", "--image-size", "32", "--quick", "--n-test", "12",
                                 "--n-val", "12", "--sigmas", "0.2", "--out", str(out), "--vae", str(vae),
-                                "--classifier", str(cnn), "--refine-steps", "20", "--n-samples", "64",
-                                "--sections", "reconstruction,denoising,sampling"])
+                                "--vae", str(vae_tf), "--classifier", str(cnn), "--refine-steps", "20",
+                                "--n-samples", "64", "--sections", "reconstruction,denoising,sampling,agreement"])
         assert code == 0
         sections = json.loads((out / "results.json").read_text())["sections"]
         rec = {r["method"]: r for r in sections["reconstruction"]["rows"]}
@@ -284,4 +285,7 @@ class TestRealFacesBenchmark:
         assert "VAE vae + refine 20" in {r["method"] for r in sections["denoising"]["rows"]}
         fd = {r["method"]: r["fd"] for r in sections["sampling"]["rows"]}
         assert fd["training faces (floor)"] < fd["VAE vae"] and "PCA-8, Gaussian coefficients" in fd
+        (pair,) = sections["agreement"]["rows"]  # the torch and tf runs of one config, side by side
+        assert pair["runs"] == "vae / vae_tf" and pair["epochs"] == "2 / 2" and pair["psnr_gap"] >= 0
+        assert pair["neg_elbo_torch"] != pair["neg_elbo_tf"] and pair["elbo_gap_pct"] > 0
         assert {"samples_vae.png", "interpolation_vae.png", "corners_vae.png", "sampling.png"} <= {p.name for p in (out / "figures").iterdir()}
