@@ -50,6 +50,6 @@ TRAIN_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # batch 32 and at least 32 steps an epoch: on 600 real faces batch 128 gave 4 steps an epoch, too
     # few to beat the mean face in 3 epochs, and batch 32 left one run in 80 at the mean face
     # (benchmarks/stability.py); on 2 CPU cores batch 32 trains as many faces a second as 128
-    ("vae", "default"): dict(epochs=30, batch_size=32, min_steps_per_epoch=32, lr=2e-3, optimizer="adam",
+    ("vae", "default"): dict(epochs=25, batch_size=32, min_steps_per_epoch=32, lr=2e-3, optimizer="adam",
                              schedule="cosine", early_stopping=8),
 }
