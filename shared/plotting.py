@@ -121,8 +121,8 @@ def image_grid(rows: np.ndarray | Sequence[np.ndarray], path: str | Path | None 
                 ax.set_title(col_titles[j], fontsize=col_size)
             if j == 0 and row_titles:
                 ax.set_ylabel(row_titles[i], rotation=0, ha="right", va="center", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # anchored 0.05 in below the top edge: a fraction of a tall figure's height lands on the images
+        fig.suptitle(title, fontsize=10, y=1.0 - 0.05 / height, va="top")
     # margins in inches, so the image area is exactly tile*C by tile*R: square tiles, even gaps
     fig.subplots_adjust(wspace=0.05, hspace=0.05, left=left / width, right=1.0 - 0.1 / width,
                         top=1.0 - head / height, bottom=0.1 / height)

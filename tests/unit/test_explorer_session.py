@@ -9,6 +9,7 @@ import http.client
 import io
 import json
 import logging
+import signal
 import socket
 import threading
 import time
@@ -178,10 +179,16 @@ def test_serve_forever_stops_on_ctrl_c_and_on_stop(stub, caplog):
         _thread.interrupt_main()
 
     timer = threading.Thread(target=interrupt)
-    timer.start()
-    with caplog.at_level(logging.INFO, logger="shared.explorer.server"):
-        ex.serve_forever(poll_interval=0.05)  # returns on Ctrl-C instead of raising it
-    timer.join()
+    # a shell starts background jobs with SIGINT ignored, and then interrupt_main() does nothing and
+    # serve_forever never returns: give the test Python's own Ctrl-C handler while it runs
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer.start()
+        with caplog.at_level(logging.INFO, logger="shared.explorer.server"):
+            ex.serve_forever(poll_interval=0.05)  # returns on Ctrl-C instead of raising it
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert any("running at" in r.getMessage() for r in caplog.records)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", ex.port), timeout=2).close()
