@@ -18,7 +18,10 @@ from shared.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from shared.errors import ConfigError
 from shared.runs import read_metrics
 
-REL_TOL = 5e-3  # bf16 vs float32 final validation loss, relative (measured: < 1e-4)
+# bf16 vs float32 after 2 epochs of the default (learned-σ gaussian) likelihood, whose D/2·log MSE
+# turns bf16's rounding of the reconstructions into a larger loss change than bernoulli did (< 1e-4)
+REL_TOL = 1.5e-2  # final validation loss, relative (measured 5.2e-3 on torch)
+RATE_TOL = 0.5    # final validation rate, nats (measured 0.16 on tf, rate ≈ 3)
 
 
 def _config(backend: str, precision: str, epochs: int = 2) -> RunConfig:
@@ -88,7 +91,7 @@ class TestTorch:
         assert bf16[1]["val_loss"] < bf16[0]["val_loss"]
         assert all(np.isfinite(r["val_loss"]) for r in bf16)
         assert bf16[-1]["val_loss"] == pytest.approx(fp32[-1]["val_loss"], rel=REL_TOL)
-        assert bf16[-1]["val_rate"] == pytest.approx(fp32[-1]["val_rate"], abs=0.1)
+        assert bf16[-1]["val_rate"] == pytest.approx(fp32[-1]["val_rate"], abs=RATE_TOL)
 
     def test_bf16_is_really_used(self, runs):
         # the same seed and batches: float32 and bf16 agree closely but not bit for bit
@@ -139,7 +142,7 @@ class TestTF:
         assert [r["epoch"] for r in bf16] == [0, 1]
         assert bf16[1]["val_loss"] < bf16[0]["val_loss"]
         assert bf16[-1]["val_loss"] == pytest.approx(fp32[-1]["val_loss"], rel=REL_TOL)
-        assert bf16[-1]["val_rate"] == pytest.approx(fp32[-1]["val_rate"], abs=0.1)
+        assert bf16[-1]["val_rate"] == pytest.approx(fp32[-1]["val_rate"], abs=RATE_TOL)
         # bf16 was really used, and did not leak into the float32 run built after it in this process
         # (same seed and batches: a leaked policy would make the two bit-identical)
         assert bf16[0]["train_loss"] != fp32[0]["train_loss"]
