@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from facevae_tf import checkpoint, distributed
 from facevae_tf.models import FaceVAE, set_precision
+from facevae_tf.optimizers import make_optimizer
 from shared import training
 from shared.config import RunConfig, TrainConfig
 from shared.errors import ConfigError, NonFiniteLossError, RunError
@@ -84,17 +85,6 @@ def check_precision(cfg: TrainConfig) -> None:
     if cfg.precision == "16" and on_cpu:
         raise ConfigError(f"`precision` '16' needs a GPU (float16 on a CPU is far slower than float32); "
                           f"use 'bf16' on CPUs. Received: precision='16', device={cfg.device!r}")
-
-
-def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
-    """Adam or SGD (momentum 0.9), whose L2 decay the engine adds to the gradient, or AdamW (decoupled)."""
-    # an explicit name keeps slot-variable paths (checkpoint keys) independent of Keras' auto-numbering
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=1e-8, name="optimizer")
-    if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=cfg.lr, weight_decay=cfg.weight_decay, epsilon=1e-8,
-                                      name="optimizer")
-    return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=0.9, name="optimizer")
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
