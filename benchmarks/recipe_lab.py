@@ -2,8 +2,10 @@
 
 A prototyping bench, not a library path: it reuses :class:`facevae.models.ConvVAE` (the ``default``
 plan, so any recipe found here is reachable by a config change) and the benchmark's split
-(:func:`benchmarks.real_faces.load_split`: train 7054 / val 882 / test 882), and adds what the
-library does not offer yet, to measure it before anyone implements it:
+(:func:`benchmarks.real_faces.load_split`: train 7054 / val 882 / test 882), and adds recipes to
+measure before anyone implements them. Two of them are now library options, measured with
+``benchmarks/real_faces.py`` instead: ``image`` is the default likelihood (gaussian, learned σ) and
+``--noise`` is ``TrainConfig.input_noise``. The others (``batch``, ``ema``, ``--skip``) are not:
 
 * ``--likelihood`` ``bernoulli`` | ``fixed`` (gaussian, σ = ``--sigma``) | ``image`` (gaussian with
   the per-image ML σ² = MSE_i, the library's ``learned``) | ``batch`` (one ML σ² shared by the batch,
