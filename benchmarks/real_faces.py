@@ -13,7 +13,7 @@ chosen on the VALIDATION faces (never the test faces):
   non-local means (h tuned); each ``--vae`` run.
 * inpainting, box (rows 5–20, cols 5–40) and random (50 %) masks: masked-region PSNR of mean
   fill, PCA iterative projection (d tuned), biharmonic; each ``--vae`` run's decode / iterate /
-  optimize (as ``facevae inpaint``).
+  optimize / hybrid (as ``facevae inpaint``).
 
 Tables go to ``benchmarks/results/real_faces/tables.md`` and ``results.json``, a figure per section
 (a few test faces × methods) to ``benchmarks/results/real_faces/figures/`` — git-ignored: figures of

@@ -17,7 +17,8 @@ from shared.baselines import (PCA, biharmonic_inpaint, gaussian_filter, mean_fil
                               nl_means, tune_denoiser, tv_denoise)
 from shared.corruptions import apply_mask, gaussian_noise
 from shared.image_metrics import psnr, ssim
-from shared.inpainting import composite, decode_fill, inpaint_metrics, iterative_projection, make_mask
+from shared.inpainting import (composite, decode_fill, inpaint_metrics, iterative_projection, make_mask,
+                               residual_correction)
 from shared.plotting import comparison_rows
 from shared.results import markdown_table
 
@@ -212,7 +213,7 @@ def _masked(clean: np.ndarray, kind: str, seed: int) -> tuple[np.ndarray, np.nda
 
 def _vae_fills(bench: Bench, run: VaeRun, masked: np.ndarray, holes: np.ndarray,
                start: np.ndarray) -> dict[str, np.ndarray]:
-    """decode / iterate / optimize of one run, as ``shared.studio.inpaint`` calls them."""
+    """decode / iterate / optimize / hybrid of one run, as ``shared.studio.inpaint`` calls them."""
     from shared.registry import get_backend
 
     out = {"decode": decode_fill(run.model, masked, holes, run.labels_test),
@@ -222,12 +223,13 @@ def _vae_fills(bench: Bench, run: VaeRun, masked: np.ndarray, holes: np.ndarray,
     got = get_backend(run.backend).inpaint_optimize(run.model, masked, holes, steps=bench.steps, seed=bench.seed,
                                                     **extra)
     out["optimize"] = composite(masked, np.asarray(got, np.float32), holes)
+    out["hybrid"] = residual_correction(masked, holes, got)  # the same optimisation, corrected by its own error
     return out
 
 
 def inpainting(bench: Bench, masks: Sequence[str] = ("box", "random")) -> tuple[str, list[dict], Any]:
     """Mean fill, PCA iterative projection (d tuned on validation), biharmonic and each VAE's
-    decode / iterate / optimize, scored by PSNR over the missing pixels and SSIM over the face."""
+    decode / iterate / optimize / hybrid, scored by PSNR over the missing pixels and SSIM over the face."""
     rows: list[dict] = []
     shown: dict[str, np.ndarray] = {"original": bench.test[:SHOWN]}
     for kind in masks:

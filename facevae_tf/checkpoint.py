@@ -71,6 +71,17 @@ def _readable(folder: Path) -> Path | None:
     return next((p for p in reversed(olds) if (p / "checkpoint").is_file()), None)
 
 
+def saved_variable_names(run_dir: Path, which: str) -> set[str]:
+    """Names of the variables stored in ``checkpoints/{which}`` (empty when there is no readable one)."""
+    folder = _readable(checkpoint_dir(run_dir, which))
+    if folder is None:
+        return set()
+    try:
+        return set(tf.train.load_checkpoint(str(folder / _PREFIX)).get_variable_to_shape_map())
+    except Exception:  # noqa: BLE001 - a damaged file: restore() names the damage
+        return set()
+
+
 def has_checkpoint(run_dir: Path, which: str) -> bool:
     """True when ``checkpoints/{which}`` (or its interrupted-swap copy) can be restored."""
     return _readable(checkpoint_dir(run_dir, which)) is not None

@@ -12,6 +12,7 @@ from typing import Mapping
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from facevae_tf import checkpoint
 from facevae_tf.models import FaceVAE, build_model
@@ -71,7 +72,14 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[RunConfig, FaceVAE
     model = build_model(config.model)
     if which == "best" and not checkpoint.has_checkpoint(run_dir, "best"):
         which = "last"
-    checkpoint.restore(run_dir, which, checkpoint.model_checkpoint(model), partial=True)
+    variables = model.variables
+    if model.head_prior_shift is not None and not any(
+            "head_prior_shift" in name for name in checkpoint.saved_variable_names(run_dir, which)):
+        # a cvae trained before the label-dependent prior: its prior was N(0, I), which the
+        # zero-initialised shift reproduces exactly, so the run loads and behaves as trained
+        variables = [v for v in variables if not v.path.startswith("head_prior_shift/")]
+    ckpt = tf.train.Checkpoint(model=checkpoint.named_variables(variables))
+    checkpoint.restore(run_dir, which, ckpt, partial=True)
     return config, model
 
 

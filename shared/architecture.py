@@ -133,11 +133,15 @@ class VAEPlan:
 
     @property
     def heads(self) -> dict[str, Layer]:
-        """Linear heads from the encoder features: ``mean``, ``logvar`` (and ``context`` for IAF)."""
+        """Linear heads: ``mean``, ``logvar`` (and ``context`` for IAF) from the encoder features;
+        conditional models add ``prior_shift`` from the label vector (the label-dependent prior mean,
+        see ``facevae_tf.models.ConditionalVAE``)."""
         heads = {"mean": Layer("linear", self.feature_dim, self.latent_dim),
                  "logvar": Layer("linear", self.feature_dim, self.latent_dim)}
         if self.context_dim:
             heads["context"] = Layer("linear", self.feature_dim, self.context_dim)
+        if self.label_dim:
+            heads["prior_shift"] = Layer("linear", self.label_dim, self.latent_dim)
         return heads
 
 

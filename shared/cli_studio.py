@@ -16,6 +16,7 @@ from shared.cli_common import command, figure_flags, figure_options, out_folder,
 from shared.cli_options import SEED, bounded_int, floats
 from shared.errors import ConfigError
 from shared.inference import MAX_REFINE_STEPS
+from shared.inpainting import METHODS
 
 __all__ = ["add_studio_commands"]
 
@@ -139,10 +140,11 @@ def add_studio_commands(sub: Any) -> None:
     p = command(sub, "inpaint", "fill masked regions of test faces")
     p.add_argument("run_dir", help="a generative run folder")
     p.add_argument("--mask", choices=("box", "random"), default="box", help="what is hidden")
-    p.add_argument("--method", choices=("decode", "iterate", "optimize"), default="iterate",
-                   help="one-shot decode, iterative projection, or latent optimisation")
+    p.add_argument("--method", choices=METHODS, default="iterate",
+                   help="one-shot decode, iterative projection, latent optimisation, or hybrid (latent "
+                        "optimisation + biharmonic continuation of its error on the known pixels)")
     p.add_argument("--iterations", type=int, default=50, help="projection rounds of --method iterate")
-    p.add_argument("--steps", type=int, default=200, help="optimiser steps of --method optimize")
+    p.add_argument("--steps", type=int, default=200, help="optimiser steps of --method optimize and hybrid")
     p.add_argument("--n", type=int, default=256, help="test faces used")
     p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seeds the masks")
     figure_flags(p)

@@ -7,6 +7,9 @@ so notebooks can call them on any :class:`~shared.protocol.GenerativeModel`:
   sizes) or a seeded random pixel mask, ``True`` = missing.
 * :func:`decode_fill` — one shot: reconstruct the masked face and paste the known pixels back.
 * :func:`iterative_projection` — keep known pixels, re-encode/decode the whole face, repeat.
+* :func:`residual_correction` — add to a model's fill the smooth (biharmonic) continuation of
+  its error on the known pixels: the model gives the face's global structure, the known pixels
+  around each hole the local detail the model cannot reproduce (``hybrid`` = ``optimize`` + this).
 * :func:`inpaint_metrics` — PSNR over the missing pixels only and SSIM over the full filled image.
 
 Every method sees only the *masked* images (missing pixels already overwritten), so the hidden
@@ -26,12 +29,12 @@ from shared.image_metrics import psnr, ssim
 from shared.protocol import GenerativeModel, as_unit_float
 
 __all__ = ["MASKS", "METHODS", "RANDOM_MASK_FRACTION", "make_mask", "composite", "decode_fill",
-           "iterative_projection", "inpaint_metrics"]
+           "iterative_projection", "residual_correction", "inpaint_metrics"]
 
 log = logging.getLogger(__name__)
 
 MASKS = ("box", "random")
-METHODS = ("decode", "iterate", "optimize")
+METHODS = ("decode", "iterate", "optimize", "hybrid")
 RANDOM_MASK_FRACTION = 0.5  # share of pixels hidden by the ``random`` mask
 
 
@@ -108,6 +111,41 @@ def iterative_projection(model: GenerativeModel, masked: np.ndarray, mask: np.nd
     for _ in tqdm(range(iterations), desc="inpaint (iterate)", leave=False, disable=None if progress else True):
         x = composite(masked, model.reconstruct(x, labels), mask)
     return x
+
+
+def residual_correction(masked: np.ndarray, mask: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """``filled`` plus the biharmonic continuation into the holes of its error on the known pixels.
+
+    A VAE's fill has the right global structure but misses fine detail (its reconstructions of
+    whole faces are ~24 dB); a classical interpolation of the known pixels has the local detail but
+    no notion of a face. The residual ``known − filled`` on the known pixels is what the model got
+    wrong there; its smooth continuation (:func:`shared.baselines.biharmonic_inpaint`) estimates
+    what it gets wrong in the holes. Measured on real test faces (issue 10, d=32 default VAE,
+    ``optimize`` 200 steps): random 50 % mask 31.69 dB masked-region PSNR against 24.36 for
+    ``optimize`` alone and 31.25 for biharmonic; box mask 21.06 against 20.96 and 16.55.
+    A linear error field is removed exactly (biharmonic continuation reproduces linear ramps).
+
+    Args:
+        masked: ``(N, H, W)`` faces (values under ``mask`` are never read).
+        mask: ``(N, H, W)`` bool, True = missing.
+        filled: ``(N, H, W)`` a model's output for the whole face, known pixels included (not
+            composited with ``masked``: its error on the known pixels is what is corrected).
+
+    Returns:
+        ``(N, H, W)`` float32 in [0, 1]; known pixels equal ``masked`` exactly.
+
+    Raises:
+        ConfigError: scikit-image missing, or shapes that disagree.
+    """
+    from shared.baselines import biharmonic_inpaint
+
+    masked, filled = as_unit_float(masked), np.asarray(filled, np.float32)
+    if masked.shape != filled.shape or np.shape(mask) != masked.shape:
+        raise ConfigError(f"masked, mask and filled must have the same shape. Received: {masked.shape}, "
+                          f"{np.shape(mask)}, {filled.shape}")
+    residual = np.where(mask, 0.0, masked - filled).astype(np.float32)
+    correction = np.asarray(biharmonic_inpaint(residual, mask), np.float32)
+    return composite(masked, np.clip(filled + correction, 0.0, 1.0), mask)
 
 
 def inpaint_metrics(filled: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict[str, float]:

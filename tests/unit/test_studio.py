@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from shared import api, studio
 from shared.config import RunConfig
 from shared.errors import ConfigError, RunError
-from shared.inpainting import composite, inpaint_metrics, iterative_projection, make_mask
+from shared.inpainting import composite, inpaint_metrics, iterative_projection, make_mask, residual_correction
 from shared.protocol import GenerativeModel, as_unit_float
 from shared.results import Result
 
@@ -277,6 +277,33 @@ class TestInpaintPieces:
         assert scores["psnr"] == pytest.approx(20.0, abs=1e-4)
         assert scores["ssim"] < 0.5               # ... but SSIM is over the whole image
 
+    def test_residual_correction_removes_a_linear_error_exactly(self):
+        # a model whose fill is the face plus a linear ramp: the error on the known pixels is that
+        # ramp, whose biharmonic continuation is the ramp itself, so the correction recovers the face
+        yy, xx = np.mgrid[0:24, 0:24].astype(np.float32)
+        clean = np.stack([0.3 + 0.01 * xx + 0.005 * yy, 0.6 - 0.008 * yy]).astype(np.float32)
+        ramp = (0.002 * xx - 0.003 * yy + 0.05).astype(np.float32)
+        filled = clean + ramp
+        mask = np.zeros(clean.shape, bool)
+        mask[:, 8:15, 5:20] = True
+        masked = np.where(mask, 0.0, clean).astype(np.float32)
+        out = residual_correction(masked, mask, filled)
+        np.testing.assert_allclose(out, clean, atol=1e-4)
+        np.testing.assert_array_equal(out[~mask], clean[~mask])   # known pixels kept exactly
+        assert inpaint_metrics(out, clean, mask)["psnr"] > inpaint_metrics(filled, clean, mask)["psnr"] + 20
+
+    def test_residual_correction_never_reads_hidden_pixels_and_checks_shapes(self):
+        rng = np.random.default_rng(0)
+        clean = rng.uniform(0.2, 0.8, (3, 16, 16)).astype(np.float32)
+        mask = make_mask("random", 3, 16, seed=1)
+        filled = rng.uniform(0, 1, clean.shape).astype(np.float32)
+        a = residual_correction(np.where(mask, 0.0, clean), mask, filled)
+        b = residual_correction(np.where(mask, 1.0, clean), mask, filled)   # other hidden values
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == np.float32 and a.min() >= 0.0 and a.max() <= 1.0
+        with pytest.raises(ConfigError, match="same shape"):
+            residual_correction(clean, mask, filled[:2])
+
     def test_composite(self):
         mask = np.array([[True, False]])
         np.testing.assert_array_equal(composite(np.array([[1.0, 2.0]]), np.array([[5.0, 6.0]]), mask), [[5.0, 2.0]])
@@ -335,6 +362,23 @@ class TestInpaint:
         assert np.all(calls["images"][calls["mask"]] == 0.0)   # hidden pixels were blanked
         result = json.loads((fake_run.dir / "inpaint_box_optimize.json").read_text())
         assert result["steps"] == 7 and set(result["results"]) == {"mean_fill", "optimize"}
+
+    def test_hybrid_corrects_the_optimised_fill(self, fake_run, monkeypatch):
+        import shared.registry as registry
+
+        def inpaint_optimize(model, images, mask, *, steps=200, lr=0.05, prior_weight=1.0, seed=0):
+            return np.full_like(images, 0.25)   # a flat fill: the correction must add the faces' detail
+
+        monkeypatch.setattr(registry, "get_backend", lambda name=None: types.SimpleNamespace(
+            inpaint_optimize=inpaint_optimize))
+        res = studio.inpaint(fake_run.dir, mask="random", method="hybrid", n=4, steps=3)
+        result = json.loads((fake_run.dir / "inpaint_random_hybrid.json").read_text())
+        assert result["steps"] == 3 and set(result["results"]) == {"mean_fill", "hybrid"}
+        holes = make_mask("random", 4, SIZE, seed=0)
+        clean = studio.held_out_faces(fake_run.dir, fake_run.config, 4).floats()
+        flat = inpaint_metrics(composite(clean, np.full_like(clean, 0.25), holes), clean, holes)["psnr"]
+        assert result["results"]["hybrid"]["psnr"] > flat + 3
+        np.testing.assert_array_equal(res.images[3][~holes], res.images[0][~holes])  # known pixels kept
 
     def test_bad_method(self, fake_run):
         with pytest.raises(ConfigError, match="method"):

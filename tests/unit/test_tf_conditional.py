@@ -144,3 +144,53 @@ class TestGenerateCLI:
 
         assert main(["generate", str(cvae_run), "--gender", "0"]) == 2
         assert "--ethnicity" in capsys.readouterr().err
+
+
+class TestLabelPrior:
+    """The cvae's prior p(z|y) = N(shift(y), I), exposed as a standard z (facevae_tf.models.ConditionalVAE)."""
+
+    def test_the_shift_moves_prior_samples_but_not_reconstructions(self, cvae_run):
+        import tensorflow as tf
+
+        from shared.faces import label_vectors
+        from shared.synthetic import generate_faces
+
+        model = api.load_model(cvae_run)
+        net = model.keras_model
+        faces = generate_faces(6, 32, seed=3)
+        x, y = faces.floats(), label_vectors(faces.labels)
+        z = np.random.default_rng(0).standard_normal((6, net.latent_dim)).astype(np.float32)
+        rec0, dec0 = model.reconstruct(x, y), model.decode(z, y)
+        net.head_prior_shift.kernel.assign(tf.fill(net.head_prior_shift.kernel.shape, 0.7))
+        # the encoder reports mean − shift and the decoder adds the shift back: same reconstruction ...
+        np.testing.assert_allclose(model.reconstruct(x, y), rec0, atol=2e-5)
+        # ... while a z drawn from N(0, I) now lands elsewhere for every label
+        assert np.abs(model.decode(z, y) - dec0).mean() > 1e-3
+
+    def test_training_learns_the_shift_from_zero(self, cvae_run):
+        from facevae_tf.models import build_model
+        from shared.config import RunConfig
+
+        fresh = build_model(RunConfig.load(cvae_run / "config.json").model)
+        assert not np.any(fresh.head_prior_shift.kernel.numpy()) and not np.any(fresh.head_prior_shift.bias.numpy())
+        trained = api.load_model(cvae_run).keras_model.head_prior_shift
+        assert np.abs(trained.kernel.numpy()).max() > 1e-4
+
+    def test_a_cvae_saved_before_the_label_prior_loads_with_a_standard_prior(self, cvae_run, tmp_path):
+        import shutil
+
+        import tensorflow as tf
+
+        from facevae_tf import checkpoint
+
+        old = tmp_path / "old_cvae"
+        shutil.copytree(cvae_run, old)
+        shutil.rmtree(old / "checkpoints")
+        net = api.load_model(cvae_run).keras_model
+        kept = [v for v in net.variables if not v.path.startswith("head_prior_shift/")]
+        assert len(kept) == len(net.variables) - 2
+        checkpoint.save(old, "best", tf.train.Checkpoint(model=checkpoint.named_variables(kept)))
+        loaded = api.load_model(old).keras_model
+        assert not np.any(loaded.head_prior_shift.kernel.numpy())  # the old model's N(0, I) prior
+        for a, b in zip(kept, [v for v in loaded.variables if not v.path.startswith("head_prior_shift/")]):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
