@@ -10,6 +10,7 @@ so notebooks can call them on any :class:`~shared.protocol.GenerativeModel`:
 * :func:`residual_correction` — add to a model's fill the smooth (biharmonic) continuation of
   its error on the known pixels: the model gives the face's global structure, the known pixels
   around each hole the local detail the model cannot reproduce (``hybrid`` = ``optimize`` + this).
+* :func:`fill` — one of :data:`METHODS` by name (what ``facevae inpaint`` and the explorer call).
 * :func:`inpaint_metrics` — PSNR over the missing pixels only and SSIM over the full filled image.
 
 Every method sees only the *masked* images (missing pixels already overwritten), so the hidden
@@ -29,7 +30,7 @@ from shared.image_metrics import psnr, ssim
 from shared.protocol import GenerativeModel, as_unit_float
 
 __all__ = ["MASKS", "METHODS", "RANDOM_MASK_FRACTION", "make_mask", "composite", "decode_fill",
-           "iterative_projection", "residual_correction", "inpaint_metrics"]
+           "iterative_projection", "residual_correction", "fill", "inpaint_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,36 @@ def residual_correction(masked: np.ndarray, mask: np.ndarray, filled: np.ndarray
     residual = np.where(mask, 0.0, masked - filled).astype(np.float32)
     correction = np.asarray(biharmonic_inpaint(residual, mask), np.float32)
     return composite(masked, np.clip(filled + correction, 0.0, 1.0), mask)
+
+
+def fill(model: GenerativeModel, masked: np.ndarray, mask: np.ndarray, method: str, *,
+         labels: Optional[np.ndarray] = None, iterations: int = 50, steps: int = 200, seed: int = 0,
+         start: Optional[np.ndarray] = None, progress: bool = True) -> np.ndarray:
+    """Inpaint with one of :data:`METHODS`; every result keeps the known pixels of ``masked``.
+
+    ``decode`` (:func:`decode_fill`), ``iterate`` (:func:`iterative_projection` from ``start``,
+    ``iterations`` rounds), ``optimize`` (the model backend's ``inpaint_optimize``, ``steps`` Adam
+    steps on z with a prior term, jitter seeded by ``seed``) or ``hybrid`` (``optimize`` then
+    :func:`residual_correction`).
+
+    Raises:
+        ConfigError: unknown ``method``.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"`method` must be one of {set(METHODS)}. Received: method={method!r}")
+    masked = as_unit_float(masked)
+    if method == "decode":
+        return decode_fill(model, masked, mask, labels)
+    if method == "iterate":
+        return iterative_projection(model, masked, mask, iterations=iterations, labels=labels, start=start,
+                                    progress=progress)
+    from shared.registry import get_backend  # on call: the registry is the only way to a framework
+
+    extra = {"labels": labels} if getattr(model, "conditional", False) else {}  # only conditional models take labels
+    got = np.asarray(get_backend(model.config.backend).inpaint_optimize(model, masked, mask, steps=steps, seed=seed,
+                                                                         **extra), np.float32)
+    # hybrid reads the model's own fill of the KNOWN pixels too: its error there is what it corrects
+    return residual_correction(masked, mask, got) if method == "hybrid" else composite(masked, got, mask)
 
 
 def inpaint_metrics(filled: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict[str, float]:

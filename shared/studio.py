@@ -252,10 +252,8 @@ def inpaint(run_dir: str | os.PathLike, *, mask: str = "box", method: str = "ite
         RunError: not a generative run.
     """
     from shared.corruptions import apply_mask, mean_fill
-    from shared.inpainting import (MASKS, METHODS, composite, decode_fill, inpaint_metrics, iterative_projection,
-                                   make_mask, residual_correction)
+    from shared.inpainting import MASKS, METHODS, composite, fill, inpaint_metrics, make_mask
     from shared.plotting import comparison_rows
-    from shared.registry import get_backend
 
     if method not in METHODS:
         raise ConfigError(f"`method` must be one of {set(METHODS)}. Received: method={method!r}")
@@ -272,16 +270,8 @@ def inpaint(run_dir: str | os.PathLike, *, mask: str = "box", method: str = "ite
     holes = make_mask(mask, len(clean), clean.shape[-1], seed=seed)
     masked = np.asarray(apply_mask(clean, holes, fill=0.0), np.float32)
     baseline = composite(masked, np.asarray(mean_fill(masked, holes), np.float32), holes)
-    if method == "decode":
-        filled = decode_fill(model, masked, holes, labels)
-    elif method == "iterate":
-        filled = iterative_projection(model, masked, holes, iterations=iterations, labels=labels, start=baseline)
-    else:
-        extra = {"labels": labels} if model.conditional else {}  # only conditional (tf) models take labels
-        got = get_backend(config.backend).inpaint_optimize(model, masked, holes, steps=steps, seed=seed, **extra)
-        # hybrid reads the model's own fill of the KNOWN pixels too: its error there is what it corrects
-        filled = (residual_correction(masked, holes, got) if method == "hybrid"
-                  else composite(masked, np.asarray(got, np.float32), holes))
+    filled = fill(model, masked, holes, method, labels=labels, iterations=iterations, steps=steps, seed=seed,
+                  start=baseline)  # iterate starts from the mean fill
 
     scores = {"mean_fill": inpaint_metrics(baseline, clean, holes), method: inpaint_metrics(filled, clean, holes)}
     name = f"inpaint_{mask}_{method}"

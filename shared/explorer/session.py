@@ -24,6 +24,7 @@ import numpy as np
 from shared.errors import ConfigError
 from shared.explorer import validate as v
 from shared.faces import ETHNICITY_NAMES, GENDER_NAMES
+from shared.inpainting import METHODS as INPAINT_METHODS
 
 __all__ = ["Session", "MAX_GRID", "MAX_COUNT", "MAX_FACES_PAGE", "ITERATE_ROUNDS", "OPTIMIZE_STEPS", "TOP_K",
            "SLIDER_RANGE", "ACTIVITY_FACES", "METRIC_KEYS"]
@@ -160,7 +161,7 @@ class Session:
                 "family": self.config.model.family, "latent_dim": self.dim, "image_size": self.size,
                 "conditional": self.conditional, "n_test": len(self.faces), "metrics": dict(self.metrics),
                 "dims": [dict(d) for d in self.dims], "top_k": min(TOP_K, self.dim), "slider_range": SLIDER_RANGE,
-                "methods": ["decode", "iterate", "optimize"], "genders": list(GENDER_NAMES),
+                "methods": list(INPAINT_METHODS), "genders": list(GENDER_NAMES),
                 "ethnicities": list(ETHNICITY_NAMES), "age_range": [0, _AGE_MAX],
                 "limits": {"max_grid": MAX_GRID, "max_count": MAX_COUNT, "max_upload_bytes": v.MAX_UPLOAD_BYTES}}
 
@@ -260,31 +261,20 @@ class Session:
     def api_inpaint(self, body: dict) -> dict[str, Any]:
         """``{"face", "mask", "mask_bits"?, "method", "seed"?}`` -> original, masked, mean fill, result + PSNR."""
         from shared.corruptions import apply_mask, mean_fill
-        from shared.inpainting import composite, decode_fill, inpaint_metrics, iterative_projection
+        from shared.inpainting import composite, fill, inpaint_metrics
 
         v.check_fields(body, ("face", "mask", "mask_bits", "method", "seed"))
         index = self._face(body)
         kind = v.get_choice(body, "mask", ("box", "random", "drawn"))
-        method = v.get_choice(body, "method", ("decode", "iterate", "optimize"))
+        method = v.get_choice(body, "method", INPAINT_METHODS)
         seed = v.get_int(body, "seed", 0, v.MAX_SEED, 0)
         holes = self._mask(body, kind, seed)
         clean, labels = self._clean(index), self._own_labels(index)
         masked = np.asarray(apply_mask(clean, holes, fill=0.0), np.float32)
         baseline = composite(masked, np.asarray(mean_fill(masked, holes), np.float32), holes)
-        with self.lock:
-            if method == "decode":
-                filled = decode_fill(self.model, masked, holes, labels)
-            elif method == "iterate":
-                # started from the mean fill, as shared.studio.inpaint does
-                filled = iterative_projection(self.model, masked, holes, iterations=ITERATE_ROUNDS, labels=labels,
-                                              start=baseline, progress=False)
-            else:
-                from shared.registry import get_backend
-
-                extra = {"labels": labels} if self.conditional else {}  # only conditional (tf) models take labels
-                got = get_backend(self.config.backend).inpaint_optimize(
-                    self.model, masked, holes, steps=OPTIMIZE_STEPS, seed=seed, **extra)
-                filled = composite(masked, np.asarray(got, np.float32), holes)
+        with self.lock:  # iterate starts from the mean fill, as shared.studio.inpaint does
+            filled = fill(self.model, masked, holes, method, labels=labels, iterations=ITERATE_ROUNDS,
+                          steps=OPTIMIZE_STEPS, seed=seed, start=baseline, progress=False)
         return {"images": {"original": v.data_url(self.faces.images[index]), "masked": v.data_url(masked[0]),
                            "mean_fill": v.data_url(baseline[0]), "result": v.data_url(filled[0])},
                 "psnr": {"mean_fill": _finite(inpaint_metrics(baseline, clean, holes)["psnr"]),

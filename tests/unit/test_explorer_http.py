@@ -133,7 +133,7 @@ def test_denoise_shows_each_method_with_its_psnr(ex):
     assert ok_json(ex, "/api/denoise", {"face": 1, "sigma": 0.3, "seed": 5}) == got
 
 
-@pytest.mark.parametrize("method", ["decode", "iterate", "optimize"])
+@pytest.mark.parametrize("method", ["decode", "iterate", "optimize", "hybrid"])
 def test_inpaint_keeps_known_pixels_and_scores_the_hole(ex, method):
     from shared.corruptions import box_mask
 
