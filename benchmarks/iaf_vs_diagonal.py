@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kl-warmup-epochs", type=int, default=10)
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
     p.add_argument("--sigma", type=float, default=0.1, help="fixed decoder sigma of the gaussian likelihood")
+    p.add_argument("--sigma-mode", choices=("fixed", "learned"), default="fixed",
+                   help="gaussian decoder sigma: --sigma (fixed) or per image (learned, the default preset's)")
     p.add_argument("--flow-steps", type=int, default=4)
     p.add_argument("--flow-hidden", type=int, default=256)
     p.add_argument("--context-dim", type=int, default=64)
@@ -77,7 +79,7 @@ def run_one(family: str, args: argparse.Namespace, out: Path) -> dict:
     config = build_config(backend="tf", model=family, data=args.data, latent_dim=args.latent_dim,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           kl_warmup_epochs=args.kl_warmup_epochs, likelihood=args.likelihood, sigma=args.sigma,
-                          early_stopping=0, **extra)
+                          sigma_mode=args.sigma_mode, early_stopping=0, **extra)
     run_dir = out / family
     if (run_dir / "config.json").exists():
         raise SystemExit(f"{run_dir} already holds a run; choose another --out")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nIAF vs diagonal posterior, tf backend, data={args.data}, epochs={args.epochs}, "
           f"batch={args.batch_size}, lr={args.lr}, seed={args.seed}, latent={args.latent_dim}, "
           f"kl_warmup={args.kl_warmup_epochs}, likelihood={args.likelihood}"
-          f"{f' sigma={args.sigma}' if args.likelihood == 'gaussian' else ''}, flow K={args.flow_steps} hidden={args.flow_hidden} "
+          f"{(f' sigma={args.sigma}' if args.sigma_mode == 'fixed' else ' sigma learned') if args.likelihood == 'gaussian' else ''}, flow K={args.flow_steps} hidden={args.flow_hidden} "
           f"context={args.context_dim}, IWAE k={args.iwae_k}")
     print("| posterior | test -IWAE-k (nats/img) | test -ELBO | rate | distortion | params | train s |")
     print("|---|---|---|---|---|---|---|")

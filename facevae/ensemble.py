@@ -95,18 +95,23 @@ class StackedVAE:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _terms(self, data: dict[str, Tensor], idx: np.ndarray, eps: np.ndarray, betas: Sequence[float],
-               training: bool) -> Tensor:
+               training: bool, noise: Optional[np.ndarray] = None) -> Tensor:
         x = data["images"][torch.from_numpy(idx).to(self.device)]
         e = torch.from_numpy(eps).to(self.device)
         b = torch.tensor(list(betas), dtype=torch.float32, device=self.device)
+        # the denoising input noise, as ConvVAE.loss_terms adds it: the encoder reads clamp(x + noise, 0, 1)
+        x_in = None if noise is None else (x + torch.from_numpy(noise).to(self.device).unsqueeze(1)).clamp(0.0, 1.0)
         with self._amp():
-            return self.grouped.terms(self.params, self.buffers, x, e, b, len(self.members), training)  # (K, 5)
+            return self.grouped.terms(self.params, self.buffers, x, e, b, len(self.members), training,
+                                      x_in=x_in)  # (K, 5)
 
-    def train_step(self, idx: np.ndarray, eps: np.ndarray, betas: Sequence[float], lr: float) -> Tensor:
-        """One optimizer step of every member on faces ``idx``; returns the ``(K, 5)`` terms."""
+    def train_step(self, idx: np.ndarray, eps: np.ndarray, betas: Sequence[float], lr: float,
+                   noise: Optional[np.ndarray] = None) -> Tensor:
+        """One optimizer step of every member on faces ``idx`` (encoder input ``x + noise``, when given);
+        returns the ``(K, 5)`` terms."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = self._terms(self.train_t, idx, eps, betas, training=True)
+        out = self._terms(self.train_t, idx, eps, betas, training=True, noise=noise)
         self.optimizer.zero_grad(set_to_none=True)
         out[:, 0].sum().backward()  # each member's gradient is that of its own loss
         if self.cfg.grad_clip > 0:
@@ -133,18 +138,19 @@ class StackedVAE:
         """The lockstep call of every active member (``kind`` ``train`` or ``val``): one ensemble step.
 
         Raises:
-            RunError: the members asked for different faces, noise or learning rates.
+            RunError: the members asked for different faces, noise (reparameterisation or input) or learning rates.
         """
         members = sorted(payloads)
         self.keep(members)
-        idx, _, eps, lr = payloads[members[0]]
+        idx, _, eps, lr, noise = payloads[members[0]]
         for m in members[1:]:
-            o_idx, _, o_eps, o_lr = payloads[m]
-            if not (np.array_equal(o_idx, idx) and np.array_equal(o_eps, eps) and o_lr == lr):
+            o_idx, _, o_eps, o_lr, o_noise = payloads[m]
+            same_noise = (o_noise is None) == (noise is None) and (noise is None or np.array_equal(o_noise, noise))
+            if not (np.array_equal(o_idx, idx) and np.array_equal(o_eps, eps) and o_lr == lr and same_noise):
                 raise RunError(f"the batched members are out of step ({kind} step: different faces, noise or "
                                f"learning rate); train these runs one by one (without --batched)")
         betas = [payloads[m][1] for m in members]
-        out = self.train_step(idx, eps, betas, lr) if kind == "train" else self.val_step(idx, eps, betas)
+        out = self.train_step(idx, eps, betas, lr, noise) if kind == "train" else self.val_step(idx, eps, betas)
         return {m: dict(zip(TERM_NAMES, out[j].unbind())) for j, m in enumerate(members)}
 
     # ------------------------------------------------------------------ members leaving
@@ -298,17 +304,12 @@ def train_ensemble(configs: Sequence[RunConfig], faces: Faces, split: Any, run_d
         Per member, what :func:`shared.training.fit` returned, or the exception it raised.
 
     Raises:
-        ConfigError: members that are not torch ``vae`` runs of one architecture and training recipe, or
-            that train with ``input_noise`` (the grouped layers encode and score the same faces).
+        ConfigError: members that are not torch ``vae`` runs of one architecture and training recipe.
     """
     check_members(configs)
     if any(c.model.family != "vae" for c in configs):
         raise ConfigError("a batched sweep trains `family` 'vae' on the torch backend. "
                           f"Received: family={configs[0].model.family!r}")
-    if configs[0].train.input_noise > 0:  # members share the recipe (check_members): the first speaks for all
-        raise ConfigError("`input_noise` cannot be batched yet (sweep --batched): train the grid one point at a "
-                          "time (drop --batched), or use input_noise=0. "
-                          f"Received: input_noise={configs[0].train.input_noise!r}")
     if any(c.train.compile for c in configs):
         log.info("compile is not used by a batched sweep (the ensemble runs grouped layers)")
     train = {"images": faces.images[np.asarray(split.train)]}

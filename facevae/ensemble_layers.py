@@ -5,7 +5,7 @@ a leading member axis of size K), keyed by the ``ConvVAE`` names (``encoder.0.we
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -69,10 +69,14 @@ class Grouped:
                           f"train these runs one by one (without --batched)")
 
     def terms(self, p: Mapping[str, Tensor], b: Mapping[str, Tensor], x: Tensor, eps: Tensor, betas: Tensor,
-              k: int, training: bool) -> Tensor:
-        """The ``(K, 5)`` terms ``(loss, distortion, rate, elbo, beta)`` of ``ConvVAE.loss_terms``, per member."""
+              k: int, training: bool, x_in: Optional[Tensor] = None) -> Tensor:
+        """The ``(K, 5)`` terms ``(loss, distortion, rate, elbo, beta)`` of ``ConvVAE.loss_terms``, per member.
+
+        ``x_in`` (a denoising VAE's noisy faces) is what the encoders read instead of ``x``; the
+        likelihood always scores ``x``.
+        """
         vae = self.model
-        h = self.run(vae.encoder, "encoder", x, p, b, k, training)
+        h = self.run(vae.encoder, "encoder", x if x_in is None else x_in, p, b, k, training)
         h = self.run(vae.encoder_dense, "encoder_dense", h, p, b, k, training)
         mean = self.layer(vae.mean_head, "mean_head", h, p, b, k, training).float()  # (K, N, d)
         logvar = bounded_logvar(self.layer(vae.logvar_head, "logvar_head", h, p, b, k, training).float())

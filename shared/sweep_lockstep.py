@@ -139,11 +139,12 @@ class MemberEngine:
     def set_lr(self, lr: float) -> None:
         self.lr = lr  # travels with every training step: the members' learning rates are checked equal
 
-    def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> Any:
-        return self.lockstep.together(self.member, "train", (idx, beta, eps, self.lr))
+    def train_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray],
+                   noise: Optional[np.ndarray] = None) -> Any:
+        return self.lockstep.together(self.member, "train", (idx, beta, eps, self.lr, noise))
 
     def val_step(self, idx: np.ndarray, beta: float, eps: Optional[np.ndarray]) -> Any:
-        return self.lockstep.together(self.member, "val", (idx, beta, eps, None))
+        return self.lockstep.together(self.member, "val", (idx, beta, eps, None, None))
 
     def scalars(self, terms: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
         return self._alone(lambda: self.ensemble.scalars(terms))

@@ -257,18 +257,6 @@ class TestTorchDDP:
         assert max(float((a[k] - c[k]).abs().max()) for k in a) > 1e-2
 
 
-class TestBatchedSweep:
-    def test_refused_with_a_message_naming_batched(self, tmp_path):
-        from shared import api
-        from shared.sweep import sweep
-
-        base = api.build_config(backend="torch", model="vae", data="synthetic:240", image_size=32, channels=(8, 16),
-                                hidden_dims=(32,), latent_dim=4, epochs=1, device="cpu", input_noise=0.3)
-        with pytest.raises(RunError, match=r"`input_noise` cannot be batched yet \(sweep --batched\)"):
-            sweep(base, tmp_path, latent_dims=(4,), betas=(0.1, 1.0), iwae_k=1, save=False, batched=True)
-        assert not list(tmp_path.rglob("*.pt"))  # nothing was trained
-
-
 tf = pytest.importorskip("tensorflow")
 
 
