@@ -292,8 +292,27 @@ def eval_file_name(data: Any) -> str:
     return f"eval_{stem}.json"
 
 
+def _with_refined(result: dict[str, Any], model: Any, faces: Faces, steps: int, seed: int) -> dict[str, Any]:
+    """``result`` with ``refine_steps``, ``psnr_refined`` and ``ssim_refined`` right after its ``ssim``."""
+    from shared.faces import label_vectors
+    from shared.image_metrics import psnr, ssim
+    from shared.inference import refine
+
+    x = faces.floats()
+    labels = label_vectors(faces.labels) if getattr(model, "conditional", False) else None
+    rec = refine(model, x, steps=steps, seed=seed, labels=labels)
+    refined = {"refine_steps": steps, "psnr_refined": float(np.mean(psnr(rec, x))),
+               "ssim_refined": float(np.mean(ssim(rec, x)))}
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        out[key] = value
+        if key == "ssim":
+            out.update(refined)
+    return {**out, **refined}  # (after everything when there was no ssim)
+
+
 def evaluate(run_dir: str | Path, *, data: Any = None, run_data: Any = None, iwae_k: int = 64,
-             classifier: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+             classifier: str | Path | None = None, seed: int = 0, refine_steps: int = 0) -> dict[str, Any]:
     """Evaluate a run on its saved test split (``eval.json``), or on every face of ``data``.
 
     Args:
@@ -308,6 +327,9 @@ def evaluate(run_dir: str | Path, *, data: Any = None, run_data: Any = None, iwa
         iwae_k: importance samples of the IWAE bound (generative models).
         classifier: a CNN run folder (torch) used for Fréchet distance / label fidelity.
         seed: seeds every sampled quantity.
+        refine_steps: generative runs: also ``psnr_refined`` / ``ssim_refined``, the reconstructions
+            after this many MAP steps on z (:func:`shared.inference.refine`; 0: none). Costs that many
+            decoder passes per face.
 
     Returns:
         The metrics written, with ``warnings`` (the learning guard's findings,
@@ -316,15 +338,22 @@ def evaluate(run_dir: str | Path, *, data: Any = None, run_data: Any = None, iwa
 
     Raises:
         RunError: not a run, or (without ``data``) the run's faces moved or differ (pass ``run_data``).
-        ConfigError: ``iwae_k`` out of range.
+        ConfigError: ``iwae_k`` or ``refine_steps`` out of range; ``refine_steps`` for a CNN run.
     """
     from shared.data.splits import Split
+    from shared.inference import MAX_REFINE_STEPS
     from shared.training import learning_guard
 
     if isinstance(iwae_k, bool) or not isinstance(iwae_k, int) or not 1 <= iwae_k <= 10_000:
         raise ConfigError(f"`iwae_k` must be an integer in [1, 10000]. Received: iwae_k={iwae_k!r}")
+    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or not 0 <= refine_steps <= MAX_REFINE_STEPS:
+        raise ConfigError(f"`refine_steps` must be an integer in [0, {MAX_REFINE_STEPS}]. "
+                          f"Received: refine_steps={refine_steps!r}")
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
+    if refine_steps and config.model.family == "cnn":
+        raise ConfigError("`refine_steps` refines the latent of a generative run (vae, cvae, iaf); "
+                          f"{run_dir} is a cnn run")
     if data is None:
         all_faces = run_faces(run_dir, config, run_data, flag="--run-data")
         split = Split.load(run_dir / SPLIT, all_faces)
@@ -349,6 +378,8 @@ def evaluate(run_dir: str | Path, *, data: Any = None, run_data: Any = None, iwa
     out_dir = run_dir if data is None else None
     result = backend.evaluate(model, faces, iwae_k=iwae_k, classifier=clf, seed=seed, out_dir=out_dir)
     result = {"run_dir": str(run_dir), "data": described, "n_faces": len(faces), **result}
+    if refine_steps and len(faces):
+        result = _with_refined(result, model, faces, refine_steps, seed)
     mean_face_psnr = None
     if "psnr" in result and len(faces) and split is not None:
         from shared.image_metrics import psnr

@@ -20,6 +20,7 @@ from shared.cli_options import (SEED, HelpFormatter, Parser, add_config_flags, b
 from shared.cli_studio import add_studio_commands
 from shared.cli_text import evaluate_summary, examples, one_line, os_error_text, version_text
 from shared.errors import ConfigError, FaceVAEError
+from shared.inference import MAX_REFINE_STEPS
 
 __all__ = ["main", "build_parser"]
 
@@ -94,7 +95,7 @@ def _cmd_sweep(a: argparse.Namespace) -> None:
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from shared.api import evaluate
 
-    result = evaluate(a.run_dir, iwae_k=a.iwae_k, classifier=a.classifier, seed=a.seed,
+    result = evaluate(a.run_dir, iwae_k=a.iwae_k, classifier=a.classifier, seed=a.seed, refine_steps=a.refine_steps,
                       **given(data=a.data, run_data=a.run_data))
     if a.json:
         print(json.dumps(result, indent=2))
@@ -178,6 +179,9 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--classifier", metavar="CNN_RUN", default=None,
                    help="a torch CNN run folder for the Frechet distance / label fidelity (default: none)")
     p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seeds every sampled quantity")
+    p.add_argument("--refine-steps", type=bounded_int(0, MAX_REFINE_STEPS), default=0, metavar="N",
+                   help=f"generative runs: also the PSNR/SSIM after N (0-{MAX_REFINE_STEPS}) MAP steps on z "
+                        "(semi-amortized; N decoder passes per face); 0 skips it")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON instead of the summary")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -88,6 +88,37 @@ class TestOnATrainedModel:
         assert "refine_steps" not in again and [r["method"] for r in again["results"]] == list(studio.DENOISERS)
 
 
+    def test_evaluate_reports_the_refined_psnr_beside_the_encoders(self, trained, capsys):
+        from shared import api
+        from shared.cli import main
+
+        result = api.evaluate(trained.dir, iwae_k=2, refine_steps=30)
+        keys = list(result)
+        assert keys[keys.index("ssim") + 1:keys.index("ssim") + 4] == ["refine_steps", "psnr_refined", "ssim_refined"]
+        assert result["refine_steps"] == 30 and result["psnr_refined"] > result["psnr"] + 0.3
+        assert json.loads((trained.dir / "eval.json").read_text())["psnr_refined"] == result["psnr_refined"]
+        assert "psnr_refined" not in api.evaluate(trained.dir, iwae_k=2)  # off by default
+        assert main(["evaluate", str(trained.dir), "--iwae-k", "2", "--refine-steps", "5"]) == 0
+        assert "psnr_refined" in capsys.readouterr().out
+
+    def test_evaluate_refuses_bad_refine_steps(self, trained, capsys):
+        from shared import api
+        from shared.cli import main
+
+        for bad in (-1, MAX_REFINE_STEPS + 1, 2.0, True):
+            with pytest.raises(ConfigError, match="refine_steps"):
+                api.evaluate(trained.dir, refine_steps=bad)
+        assert main(["evaluate", str(trained.dir), "--refine-steps", "-3"]) == 2
+        assert "--refine-steps" in capsys.readouterr().err
+
+    def test_evaluate_refuses_refine_steps_for_a_cnn_run(self, tmp_path):
+        from shared import api
+
+        api.build_config(backend="torch", model="cnn", data="synthetic:40").save(tmp_path / "config.json")
+        with pytest.raises(ConfigError, match="cnn run"):
+            api.evaluate(tmp_path, refine_steps=10)
+
+
 # --------------------------------------------------------------------------- fake models and a fake backend
 
 def _fake_model(conditional: bool = False, backend: str = "tf") -> types.SimpleNamespace:
