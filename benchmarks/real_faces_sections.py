@@ -17,8 +17,7 @@ from shared.baselines import (PCA, biharmonic_inpaint, gaussian_filter, mean_fil
                               nl_means, tune_denoiser, tv_denoise)
 from shared.corruptions import apply_mask, gaussian_noise
 from shared.image_metrics import psnr, ssim
-from shared.inpainting import (composite, decode_fill, inpaint_metrics, iterative_projection, make_mask,
-                               residual_correction)
+from shared.inpainting import composite, fill, inpaint_metrics, make_mask, optimized_faces, residual_correction
 from shared.plotting import comparison_rows
 from shared.results import markdown_table
 
@@ -214,15 +213,10 @@ def _masked(clean: np.ndarray, kind: str, seed: int) -> tuple[np.ndarray, np.nda
 def _vae_fills(bench: Bench, run: VaeRun, masked: np.ndarray, holes: np.ndarray,
                start: np.ndarray) -> dict[str, np.ndarray]:
     """decode / iterate / optimize / hybrid of one run, as ``shared.studio.inpaint`` calls them."""
-    from shared.registry import get_backend
-
-    out = {"decode": decode_fill(run.model, masked, holes, run.labels_test),
-           "iterate": iterative_projection(run.model, masked, holes, iterations=bench.iterations,
-                                           labels=run.labels_test, start=start)}
-    extra = {"labels": run.labels_test} if getattr(run.model, "conditional", False) else {}
-    got = get_backend(run.backend).inpaint_optimize(run.model, masked, holes, steps=bench.steps, seed=bench.seed,
-                                                    **extra)
-    out["optimize"] = composite(masked, np.asarray(got, np.float32), holes)
+    out = {method: fill(run.model, masked, holes, method, labels=run.labels_test, iterations=bench.iterations,
+                        start=start) for method in ("decode", "iterate")}
+    got = optimized_faces(run.model, masked, holes, labels=run.labels_test, steps=bench.steps, seed=bench.seed)
+    out["optimize"] = composite(masked, got, holes)
     out["hybrid"] = residual_correction(masked, holes, got)  # the same optimisation, corrected by its own error
     return out
 

@@ -10,7 +10,8 @@ so notebooks can call them on any :class:`~shared.protocol.GenerativeModel`:
 * :func:`residual_correction` — add to a model's fill the smooth (biharmonic) continuation of
   its error on the known pixels: the model gives the face's global structure, the known pixels
   around each hole the local detail the model cannot reproduce (``hybrid`` = ``optimize`` + this).
-* :func:`fill` — one of :data:`METHODS` by name (what ``facevae inpaint`` and the explorer call).
+* :func:`fill` — one of :data:`METHODS` by name (what ``facevae inpaint`` and the explorer call);
+  :func:`optimized_faces` — the latent optimisation's whole faces, before compositing.
 * :func:`inpaint_metrics` — PSNR over the missing pixels only and SSIM over the full filled image.
 
 Every method sees only the *masked* images (missing pixels already overwritten), so the hidden
@@ -30,7 +31,7 @@ from shared.image_metrics import psnr, ssim
 from shared.protocol import GenerativeModel, as_unit_float
 
 __all__ = ["MASKS", "METHODS", "RANDOM_MASK_FRACTION", "make_mask", "composite", "decode_fill",
-           "iterative_projection", "residual_correction", "fill", "inpaint_metrics"]
+           "iterative_projection", "residual_correction", "fill", "optimized_faces", "inpaint_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +171,21 @@ def fill(model: GenerativeModel, masked: np.ndarray, mask: np.ndarray, method: s
     if method == "iterate":
         return iterative_projection(model, masked, mask, iterations=iterations, labels=labels, start=start,
                                     progress=progress)
+    got = optimized_faces(model, masked, mask, labels=labels, steps=steps, seed=seed)
+    # hybrid reads the model's own fill of the KNOWN pixels too: its error there is what it corrects
+    return residual_correction(masked, mask, got) if method == "hybrid" else composite(masked, got, mask)
+
+
+def optimized_faces(model: GenerativeModel, masked: np.ndarray, mask: np.ndarray, *,
+                    labels: Optional[np.ndarray] = None, steps: int = 200, seed: int = 0) -> np.ndarray:
+    """The whole faces ``(N, H, W)`` float32 decoded from z fitted to the known pixels (the model
+    backend's ``inpaint_optimize``), NOT composited: ``optimize`` keeps its holes, ``hybrid`` also
+    reads its known pixels."""
     from shared.registry import get_backend  # on call: the registry is the only way to a framework
 
     extra = {"labels": labels} if getattr(model, "conditional", False) else {}  # only conditional models take labels
-    got = np.asarray(get_backend(model.config.backend).inpaint_optimize(model, masked, mask, steps=steps, seed=seed,
-                                                                         **extra), np.float32)
-    # hybrid reads the model's own fill of the KNOWN pixels too: its error there is what it corrects
-    return residual_correction(masked, mask, got) if method == "hybrid" else composite(masked, got, mask)
+    return np.asarray(get_backend(model.config.backend).inpaint_optimize(model, as_unit_float(masked), mask,
+                                                                          steps=steps, seed=seed, **extra), np.float32)
 
 
 def inpaint_metrics(filled: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict[str, float]:
