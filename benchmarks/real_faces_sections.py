@@ -4,6 +4,9 @@ Each section takes a :class:`Bench` (the split's faces, one PCA fit, the ``--vae
 ``(markdown, rows, figure)``: a table to print, its rows as dicts (for ``results.json``) and a
 matplotlib figure of a few test faces × methods. Parameters of the classical baselines are tuned
 on VALIDATION faces only (:func:`shared.baselines.tune_denoiser`), then applied to the test faces.
+Denoising also blends PCA with the VAE (``VAE ⊕ PCA``) and, as its classical bar, with the tuned
+Gaussian and TV filters (``PCA ⊕ gaussian``, ``PCA ⊕ TV``), each blend's (d, α) tuned on the same
+validation faces (:mod:`shared.denoise_blend`).
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import numpy as np
 
 from shared.baselines import (PCA, biharmonic_inpaint, gaussian_filter, mean_fill, mean_filter, median_filter,
                               nl_means, tune_denoiser, tv_denoise)
-from shared.corruptions import apply_mask, gaussian_noise
+from shared.denoise_blend import BlendBasis, apply_blend, blend_denoise, fit_blend, noisy_faces
+from shared.corruptions import apply_mask
 from shared.image_metrics import psnr, ssim
 from shared.inpainting import composite, fill, inpaint_metrics, make_mask, optimized_faces, residual_correction
 from shared.plotting import comparison_rows
@@ -27,6 +31,7 @@ __all__ = ["Bench", "VaeRun", "Grids", "FULL_GRIDS", "QUICK_GRIDS", "SECTIONS", 
 log = logging.getLogger(__name__)
 
 SHOWN = 6  # test faces in each figure
+CLASSICAL_BLENDS = ("gaussian", "TV")  # blended with PCA (shared.denoise_blend) as baselines of the VAE ⊕ PCA row
 
 
 @dataclass
@@ -118,11 +123,6 @@ def _warn_edge(what: str, pname: str, best: Any, grid: Sequence[Any]) -> None:
         log.warning("%s: the best %s=%s is at the edge of its grid %s: widen the grid", what, pname, best, list(grid))
 
 
-def _noisy(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    # as shared.studio.denoise_table: clipped to [0, 1], float32
-    return np.clip(np.asarray(gaussian_noise(clean, float(sigma), seed), np.float32), 0.0, 1.0)
-
-
 # --------------------------------------------------------------------------- reconstruction
 
 def reconstruction(bench: Bench, dims: Sequence[int] = (8, 16, 32, 128)) -> tuple[str, list[dict], Any]:
@@ -179,17 +179,28 @@ def denoising(bench: Bench) -> tuple[str, list[dict], Any]:
     shown_sigma = bench.sigmas[min(len(bench.sigmas) - 1, len(bench.sigmas) // 2)]
     shown: dict[str, np.ndarray] = {"clean": bench.test[:SHOWN]}
     for i, sigma in enumerate(bench.sigmas):
-        noisy_val = _noisy(bench.val, sigma, bench.seed + 1000 + i)
-        noisy = _noisy(bench.test, sigma, bench.seed + i)
+        noisy_val = noisy_faces(bench.val, sigma, bench.seed + 1000 + i)
+        noisy = noisy_faces(bench.test, sigma, bench.seed + i)
         outs: dict[str, tuple[Any, np.ndarray]] = {"noisy": (None, noisy), "mean 3×3": (None, mean_filter(noisy, 3)),
                                                    "median 3×3": (None, median_filter(noisy, 3))}
+        blends: dict[str, tuple[Any, np.ndarray]] = {}
         for method, (pname, grid, fn) in _tuned_methods(bench, sigma).items():
             tuned = tune_denoiser(fn, noisy_val, bench.val, grid)
             log.info("σ=%g %s: %s=%s on validation (%.2f dB)", sigma, method, pname, tuned.param, tuned.psnr)
             _warn_edge(f"σ={sigma:g} {method}", pname, tuned.param, grid)
             outs[method] = (f"{pname}={tuned.param:g}", np.asarray(fn(noisy, tuned.param), np.float32))
+            if method in CLASSICAL_BLENDS:  # the classical analogue of the VAE ⊕ PCA blend: a fair bar for it
+                fit = fit_blend(fn(noisy_val, tuned.param), noisy_val, bench.val, bench.pca)
+                blends[f"PCA ⊕ {method}"] = (f"{pname}={tuned.param:g}, {fit.describe()}",
+                                             apply_blend(fit, outs[method][1], noisy, bench.pca))
+        outs.update(blends)
         for run in bench.vaes:
             outs[f"VAE {run.name}"] = (None, np.asarray(run.model.reconstruct(noisy, run.labels_test), np.float32))
+            if run.labels_test is None:  # the blend tunes on validation faces, whose labels a cvae would need
+                basis = BlendBasis(bench.pca, bench.val, n_train=len(bench.train))
+                out, fit = blend_denoise(run.model, noisy, basis, sigma, seed=bench.seed + 1000 + i,
+                                         vae_out=outs[f"VAE {run.name}"][1])
+                outs[f"VAE {run.name} ⊕ PCA"] = (fit.describe(), out)
             if bench.refine_steps:
                 outs[f"VAE {run.name} + refine {bench.refine_steps}"] = (None, _refined(bench, run, noisy))
         for method, (param, out) in outs.items():

@@ -34,21 +34,24 @@ def interpolate(backend: str, run: str | os.PathLike, *, grid: int = 9, slerp: b
 
 
 def denoise(backend: str, run: str | os.PathLike, *, sigmas: Any = (0.1, 0.2, 0.3, 0.5), n: int = 256, seed: int = 0,
-            refine_steps: int = 0, data: Any = None, save: bool = True, fmt: str = "png", dpi: int = 100):
+            refine_steps: int = 0, blend_pca: bool = False, data: Any = None, save: bool = True, fmt: str = "png",
+            dpi: int = 100):
     """Denoising of noisy test faces by the VAE vs mean and median filters (a ``Result`` with a table).
 
     Options (see :func:`shared.studio.denoise`): ``sigmas``, ``n``, ``seed``, ``refine_steps`` (> 0
     adds ``vae_refined``: the encoder's z refined by that many Adam steps, see
-    :func:`shared.inference.refine`), ``data``, ``save``, ``fmt``, ``dpi``.
+    :func:`shared.inference.refine`), ``blend_pca`` (adds ``vae+pca``: the VAE blended with PCA
+    projection, tuned per σ on the run's validation faces, see :mod:`shared.denoise_blend`),
+    ``data``, ``save``, ``fmt``, ``dpi``.
 
     Example::
 
-        res = {pkg}.denoise("runs/vae16", sigmas=(0.1, 0.3), refine_steps=50)
+        res = {pkg}.denoise("runs/vae16", sigmas=(0.1, 0.3), blend_pca=True)
         res.table
     """
     from shared.studio import denoise as _denoise
-    return _denoise(run, sigmas=sigmas, n=n, seed=seed, refine_steps=refine_steps, data=data, save=save, fmt=fmt,
-                    dpi=dpi)
+    return _denoise(run, sigmas=sigmas, n=n, seed=seed, refine_steps=refine_steps, blend_pca=blend_pca, data=data,
+                    save=save, fmt=fmt, dpi=dpi)
 
 
 def inpaint(backend: str, run: str | os.PathLike, *, mask: str = "box", method: str = "iterate", n: int = 256,
@@ -57,7 +60,7 @@ def inpaint(backend: str, run: str | os.PathLike, *, mask: str = "box", method: 
     """Inpainting of masked test faces vs the mean-fill baseline (a ``Result`` with a table).
 
     Options (see :func:`shared.studio.inpaint`): ``mask`` (``box``/``random``), ``method``
-    (``decode``/``iterate``/``optimize``), ``n``, ``seed``, ``iterations``, ``steps``, ``data``,
+    (``decode``/``iterate``/``optimize``/``hybrid``), ``n``, ``seed``, ``iterations``, ``steps``, ``data``,
     ``save``, ``fmt``, ``dpi``.
 
     Example::

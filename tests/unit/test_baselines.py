@@ -240,8 +240,10 @@ class TestRealFacesBenchmark:
         rec = {r["method"]: r for r in results["sections"]["reconstruction"]["rows"]}
         assert rec["PCA-32"]["psnr"] > rec["PCA-8"]["psnr"] > rec["mean face"]["psnr"]
         den = {r["method"]: r for r in results["sections"]["denoising"]["rows"]}
-        assert set(den) == {"noisy", "mean 3×3", "median 3×3", "gaussian", "PCA", "TV", "NLM"}
+        assert set(den) == {"noisy", "mean 3×3", "median 3×3", "gaussian", "PCA", "TV", "NLM", "PCA ⊕ gaussian",
+                            "PCA ⊕ TV"}
         assert all(den[m]["psnr"] > den["noisy"]["psnr"] for m in ("gaussian", "PCA", "TV", "NLM"))
+        assert "d=" in den["PCA ⊕ TV"]["param"] and "α=" in den["PCA ⊕ TV"]["param"]
         inp = [(r["mask"], r["method"]) for r in results["sections"]["inpainting"]["rows"]]
         assert ("box", "biharmonic") in inp and ("random", "PCA iterative projection") in inp
         assert {p.name for p in (out / "figures").iterdir()} == {"reconstruction.png", "denoising.png",
@@ -282,7 +284,8 @@ class TestRealFacesBenchmark:
         plain, refined = rec["VAE vae"], rec["VAE vae + refine 20"]
         assert plain["epochs"] == 2 and plain["likelihood"] == "gaussian-learned" and plain["pca_psnr"] is not None
         assert refined["psnr"] > plain["psnr"]  # MAP steps fit the faces better than the encoder's mean
-        assert "VAE vae + refine 20" in {r["method"] for r in sections["denoising"]["rows"]}
+        den = {r["method"]: r for r in sections["denoising"]["rows"]}
+        assert "VAE vae + refine 20" in den and "α=" in den["VAE vae ⊕ PCA"]["param"]
         fd = {r["method"]: r["fd"] for r in sections["sampling"]["rows"]}
         assert fd["training faces (floor)"] < fd["VAE vae"] and "PCA-8, Gaussian coefficients" in fd
         (pair,) = sections["agreement"]["rows"]  # the torch and tf runs of one config, side by side

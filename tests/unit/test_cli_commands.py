@@ -81,3 +81,16 @@ def test_denoise_refine_steps_adds_vae_refined(run, capsys):
     assert main(["denoise", str(run), "--refine-steps", "-1"]) == 2
     err = capsys.readouterr().err
     assert "--refine-steps" in err and "0-10000" in err and "Traceback" not in err
+
+
+def test_denoise_blend_pca_adds_a_tuned_vae_pca_row(run, capsys):
+    assert main(["denoise", str(run), "--sigmas", "0.2,0.4", "--n", "6", "--blend-pca"]) == 0
+    assert "vae+pca" in capsys.readouterr().out
+    saved = json.loads((run / "denoise.json").read_text())
+    blended = [r for r in saved["results"] if r["method"] == "vae+pca"]
+    assert [r["sigma"] for r in blended] == [0.2, 0.4] and saved["blend"]["val_faces"] > 0
+    by = {(r["sigma"], r["method"]): r for r in saved["results"]}
+    for r in blended:
+        assert r["d"] >= 1 and 0.0 <= r["alpha"] <= 1.0 and r["val_psnr"] > 0
+        assert r["psnr"] > by[r["sigma"], "noisy"]["psnr"] + 3  # a denoiser, tuned on other faces
+    assert "vae+pca" in (run / "denoise.md").read_text()
