@@ -27,12 +27,15 @@ from shared.config import LABEL_DIM
 from shared.errors import ConfigError
 from shared.evaluation import summarize_generative
 from shared.faces import AGE_SCALE, ETHNICITY_NAMES, GENDER_NAMES, Faces
+from shared.protocol import latent_noise
 
-__all__ = ["evaluate", "per_image_metrics", "label_fidelity", "FIDELITY_AGES"]
+__all__ = ["evaluate", "per_image_metrics", "label_fidelity", "FIDELITY_AGES", "FIDELITY_TEMPERATURES"]
 
 log = logging.getLogger(__name__)
 
 FIDELITY_AGES = GRID_AGES  # one age per band of shared.faces.AGE_BANDS
+# label fidelity is also reported for the shrunken prior draws ``generate --temperature`` makes
+FIDELITY_TEMPERATURES = (0.7, 0.5)
 _IWAE_ROWS = 2048  # images × k decoded at once
 
 
@@ -93,7 +96,8 @@ def _predicted(pred: dict[str, Any], task: str) -> Optional[np.ndarray]:
     return value.argmax(axis=1) if value.ndim == 2 else value.astype(np.int64)
 
 
-def label_fidelity(model: TFGenerativeModel, classifier: Any, *, n_per: int = 8, seed: int = 0) -> dict[str, Any]:
+def label_fidelity(model: TFGenerativeModel, classifier: Any, *, n_per: int = 8, seed: int = 0,
+                   temperature: float = 1.0) -> dict[str, Any]:
     """How well a classifier recognises the labels a conditional model was asked to generate.
 
     Args:
@@ -102,13 +106,14 @@ def label_fidelity(model: TFGenerativeModel, classifier: Any, *, n_per: int = 8,
             per task, age in years) trained on the same image size.
         n_per: faces per gender × ethnicity × age combination (the same prior draws for each).
         seed: seeds the prior draws.
+        temperature: the draws are z ~ N(0, T²·I), as :func:`shared.conditional.generate` makes them.
 
     Returns:
         ``gender_fidelity`` / ``ethnicity_fidelity`` (share assigned to the requested class, overall
         and per requested class) and ``age_mae`` (years) for the tasks the classifier predicts.
     """
     combos = [(g, e, a) for g in range(len(GENDER_NAMES)) for e in range(len(ETHNICITY_NAMES)) for a in FIDELITY_AGES]
-    z = np.random.default_rng(int(seed)).standard_normal((n_per, model.latent_dim)).astype(np.float32)
+    z = np.float32(temperature) * latent_noise(n_per, model.latent_dim, seed)
     labels = np.zeros((len(combos) * n_per, LABEL_DIM), np.float32)
     requested = np.repeat(np.array(combos, dtype=np.float64), n_per, axis=0)  # (N, 3): gender, ethnicity, age
     labels[:, 0] = requested[:, 0]
@@ -117,7 +122,7 @@ def label_fidelity(model: TFGenerativeModel, classifier: Any, *, n_per: int = 8,
     images = model.decode(np.tile(z, (len(combos), 1)), labels)
     pred = classifier.predict(images)
     result: dict[str, Any] = {"n_generated": int(len(images)), "n_per_combination": int(n_per),
-                              "requested_ages": list(FIDELITY_AGES)}
+                              "requested_ages": list(FIDELITY_AGES), "temperature": float(temperature)}
     for col, task, names in ((0, "gender", GENDER_NAMES), (1, "ethnicity", ETHNICITY_NAMES)):
         got = _predicted(pred, task)
         if got is None:
@@ -163,4 +168,6 @@ def evaluate(model: TFGenerativeModel, faces: Faces, *, iwae_k: int = 64, classi
                                   n_parameters=model.keras_model.count_params())
     if model.conditional and classifier is not None and hasattr(classifier, "predict"):
         result["label_fidelity"] = label_fidelity(model, classifier, seed=seed)
+        result["label_fidelity_by_temperature"] = {
+            f"{t:g}": label_fidelity(model, classifier, seed=seed, temperature=t) for t in FIDELITY_TEMPERATURES}
     return result

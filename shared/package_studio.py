@@ -105,19 +105,20 @@ def explore(backend: str, run: str | os.PathLike, *, port: int = 0, host: str = 
 
 
 def generate(backend: str, run: str | os.PathLike, *, gender: Any, ethnicity: Any, age: Any, n: int = 16, seed: int = 0,
-             data: Any = None, save: bool = True, fmt: str = "png", dpi: int = 100):
+             temperature: float = 1.0, data: Any = None, save: bool = True, fmt: str = "png", dpi: int = 100):
     """Faces with chosen labels from a conditional (``cvae``) run (a ``Result``).
 
     ``gender`` 0/1 or ``male``/``female``, ``ethnicity`` 0-4 or its name, ``age`` in years. Options
-    (see :func:`shared.conditional.generate`): ``n``, ``seed``, ``save``, ``fmt``, ``dpi``.
+    (see :func:`shared.conditional.generate`): ``n``, ``seed``, ``temperature`` (in (0, 1]: lower
+    shows the labels more clearly, with less variety), ``save``, ``fmt``, ``dpi``.
 
     Example::
 
-        res = {pkg}.generate("runs/cvae", gender="female", ethnicity=2, age=30, n=8)
+        res = {pkg}.generate("runs/cvae", gender="female", ethnicity=2, age=30, n=8, temperature=0.7)
     """
     from shared.conditional import generate as _generate
-    return _generate(run, gender=gender, ethnicity=ethnicity, age=age, n=n, seed=seed, data=data, save=save, fmt=fmt,
-                     dpi=dpi)
+    return _generate(run, gender=gender, ethnicity=ethnicity, age=age, n=n, seed=seed, temperature=temperature,
+                     data=data, save=save, fmt=fmt, dpi=dpi)
 
 
 def attribute_grid(backend: str, run: str | os.PathLike, *, seed: int = 0, data: Any = None, save: bool = True,

@@ -98,6 +98,60 @@ class TestGeneration:
             generate(vae_run, gender=0, ethnicity=0, age=20)
 
 
+class TestTemperature:
+    def test_generate_shrinks_the_same_prior_draw(self, cvae_run):
+        from shared.conditional import label_matrix
+        from shared.protocol import latent_noise
+
+        model = api.load_model(cvae_run)
+        labels = label_matrix(1, 2, 30, 4)
+        cold = generate(cvae_run, gender=1, ethnicity=2, age=30, n=4, seed=3, temperature=0.5, save=False)
+        np.testing.assert_allclose(cold.images, model.decode(0.5 * latent_noise(4, model.latent_dim, 3), labels),
+                                   atol=1e-6)
+        warm = generate(cvae_run, gender=1, ethnicity=2, age=30, n=4, seed=3, save=False)  # T = 1: as it always was
+        np.testing.assert_allclose(warm.images, model.sample(4, 3, labels), atol=1e-6)
+        assert cold.info["temperature"] == 0.5 and warm.info["temperature"] == 1.0
+        # shrinking the draw pulls the faces together: less variety at T = 0.5
+        assert float(np.std(cold.images, axis=0).mean()) < float(np.std(warm.images, axis=0).mean())
+
+    @pytest.mark.parametrize("bad", [0, -0.5, 1.5, float("nan"), "hot", True])
+    def test_bad_temperatures_are_refused(self, cvae_run, bad):
+        with pytest.raises(ConfigError, match="temperature"):
+            generate(cvae_run, gender=1, ethnicity=2, age=30, n=2, temperature=bad, save=False)
+
+    def test_cli_temperature_names_the_file_and_refuses_bad_values(self, cvae_run, capsys):
+        from shared.cli import main
+
+        assert main(["generate", str(cvae_run), "--gender", "1", "--ethnicity", "0", "--age", "20", "--n", "2",
+                     "--temperature", "0.7"]) == 0
+        assert "female_white_age20_seed0_t0.7" in capsys.readouterr().out
+        assert main(["generate", str(cvae_run), "--gender", "1", "--ethnicity", "0", "--age", "20",
+                     "--temperature", "0"]) == 2
+        err = capsys.readouterr().err
+        assert "temperature" in err and "(0, 1]" in err and "Traceback" not in err
+
+    def test_fidelity_is_reported_at_each_temperature_with_its_own_draws(self, cvae_run):
+        from facevae_tf.evaluation import FIDELITY_TEMPERATURES
+        from shared.synthetic import generate_faces
+
+        seen = []
+
+        class Recording(_ConstantClassifier):
+            def predict(self, images):
+                seen.append(np.array(images))
+                return super().predict(images)
+
+        model = api.load_model(cvae_run)
+        result = evaluate(model, generate_faces(12, 32, seed=5), iwae_k=0, classifier=Recording())
+        by_t = result["label_fidelity_by_temperature"]
+        assert sorted(by_t) == sorted(f"{t:g}" for t in FIDELITY_TEMPERATURES)
+        assert all(by_t[f"{t:g}"]["temperature"] == t for t in FIDELITY_TEMPERATURES)
+        assert result["label_fidelity"]["temperature"] == 1.0
+        generated = [x for x in seen if len(x) == result["label_fidelity"]["n_generated"]]
+        assert len(generated) == 1 + len(FIDELITY_TEMPERATURES)
+        assert not np.allclose(generated[0], generated[1])  # each temperature decoded its own (shrunken) draws
+
+
 class _ConstantClassifier:
     """Always predicts male, White, 30 years: fidelity must equal the requested shares exactly."""
 
