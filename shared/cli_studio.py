@@ -49,7 +49,7 @@ def _cmd_generate(a: argparse.Namespace) -> None:
         print_result(generate(a.run_dir, gender=a.gender, ethnicity=a.ethnicity, age=a.age, n=a.n, seed=a.seed,
                               temperature=a.temperature, **options), table=False)
     if a.grid:
-        print_result(attribute_grid(a.run_dir, seed=a.seed, **options), table=False)
+        print_result(attribute_grid(a.run_dir, seed=a.seed, temperature=a.temperature, **options), table=False)
     if a.edit:
         print_result(edit_attributes(a.run_dir, n=a.edit, seed=a.seed, **options), table=False)
 
@@ -164,8 +164,8 @@ def add_studio_commands(sub: Any) -> None:
                    help="also edit the labels of N (0-1024) real test faces")
     p.add_argument("--seed", type=SEED, default=0, metavar="N", help="seeds the latent draw")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T",
-                   help="scales the prior draw, T in (0, 1]: lower shows the requested labels more clearly and "
-                        "varies less (default 1)")
+                   help="scales the prior draw (faces and --grid), T in (0, 1]: lower shows the requested labels "
+                        "more clearly and varies less (default 1)")
     figure_flags(p)
     p.set_defaults(func=_cmd_generate)
 

@@ -166,12 +166,15 @@ def generate(run_dir: Union[str, os.PathLike], *, gender: Any, ethnicity: Any, a
     return result
 
 
-def attribute_grid(run_dir: Union[str, os.PathLike], *, seed: int = 0, data: Optional[str] = None,
-                   save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
+def attribute_grid(run_dir: Union[str, os.PathLike], *, seed: int = 0, temperature: float = 1.0,
+                   data: Optional[str] = None, save: bool = True, fmt: str = "png", dpi: int = DEFAULT_DPI) -> Result:
     """Faces for every gender × ethnicity × age band from one shared latent draw (only labels change).
 
     With ``save``, writes ``generated/attribute_grid_<gender>.<fmt>`` and ``.npy`` for each gender
-    (``fmt`` png, pdf or svg at ``dpi``). ``data`` is accepted for a uniform signature and unused.
+    (``_t<T>`` added to the name when ``temperature`` is not 1; ``fmt`` png, pdf or svg at ``dpi``).
+    ``temperature`` in (0, 1] shrinks the draw as in :func:`generate`: the grid then shows what the
+    labels alone change, with less of the draw's own face. ``data`` is accepted for a uniform
+    signature and unused.
 
     Returns:
         A :class:`Result` whose figure shows both genders (rows gender × ethnicity, columns age bands),
@@ -180,14 +183,16 @@ def attribute_grid(run_dir: Union[str, os.PathLike], *, seed: int = 0, data: Opt
         ``extra["male"]``/``extra["female"]`` the per-gender Results (the files).
 
     Raises:
-        ConfigError: bad ``fmt``/``dpi``; RunError: not a conditional run.
+        ConfigError: bad ``temperature``/``fmt``/``dpi``; RunError: not a conditional run.
     """
     from shared.plotting import image_grid
 
+    temperature = check_temperature(temperature)
     out = _writer(run_dir, save, fmt, dpi)
     run_dir, _, model = _open_conditional(run_dir)
     band_titles = [f"{lo}-{hi}" if hi < 200 else f"{lo}+" for lo, hi in AGE_BANDS]
-    z = np.random.default_rng(int(seed)).standard_normal((1, model.latent_dim)).astype(np.float32)
+    z = np.float32(temperature) * latent_noise(1, model.latent_dim, int(seed))
+    hot, shown = ("", f"seed {seed}") if temperature == 1.0 else (f"_t{temperature:g}", f"seed {seed}, T={temperature:g}")
     cells = len(ETHNICITY_NAMES) * len(GRID_AGES)
     grids, extra = [], {}
     for g, gname in enumerate(GENDER_NAMES):
@@ -195,17 +200,18 @@ def attribute_grid(run_dir: Union[str, os.PathLike], *, seed: int = 0, data: Opt
         images = np.asarray(model.decode(np.repeat(z, cells, axis=0), labels), np.float32)
         grid = images.reshape(len(ETHNICITY_NAMES), len(GRID_AGES), *images.shape[1:])
         grids.append(grid)
-        extra[gname] = _grid_result(out, f"attribute_grid_{gname}", grid, list(grid), row_titles=list(ETHNICITY_NAMES),
-                                    col_titles=band_titles, title=f"{gname}: ethnicity × age band (seed {seed})")
+        extra[gname] = _grid_result(out, f"attribute_grid_{gname}{hot}", grid, list(grid),
+                                    row_titles=list(ETHNICITY_NAMES), col_titles=band_titles,
+                                    title=f"{gname}: ethnicity × age band ({shown})")
     images = np.stack(grids)  # (gender, ethnicity, age band, H, W)
     fig = image_grid([row for grid in grids for row in grid], col_titles=band_titles,
                      row_titles=[f"{g}, {e}" for g in GENDER_NAMES for e in ETHNICITY_NAMES],
-                     title=f"gender × ethnicity (rows) × age band (columns), one latent draw (seed {seed})")
+                     title=f"gender × ethnicity (rows) × age band (columns), one latent draw ({shown})")
     table = pd.DataFrame([{"gender": g, "ethnicity": e, "age_band": b, "age": a} for g in GENDER_NAMES
                           for e in ETHNICITY_NAMES for b, a in zip(band_titles, GRID_AGES)])
     log.info("attribute grids%s", f": {', '.join(map(str, out.paths))}" if save else " (not saved)")
-    return Result("attribute_grid", fig, images, table, {"run_dir": str(run_dir), "seed": int(seed)}, out.paths,
-                  extra)
+    return Result("attribute_grid", fig, images, table,
+                  {"run_dir": str(run_dir), "seed": int(seed), "temperature": temperature}, out.paths, extra)
 
 
 def _alternate_genders(gender: np.ndarray, n: int) -> np.ndarray:

@@ -121,16 +121,18 @@ def generate(backend: str, run: str | os.PathLike, *, gender: Any, ethnicity: An
                      data=data, save=save, fmt=fmt, dpi=dpi)
 
 
-def attribute_grid(backend: str, run: str | os.PathLike, *, seed: int = 0, data: Any = None, save: bool = True,
-                   fmt: str = "png", dpi: int = 100):
+def attribute_grid(backend: str, run: str | os.PathLike, *, seed: int = 0, temperature: float = 1.0, data: Any = None,
+                   save: bool = True, fmt: str = "png", dpi: int = 100):
     """Faces of every gender × ethnicity × age band from one latent draw of a ``cvae`` run (a ``Result``).
+
+    ``temperature`` in (0, 1] shrinks the draw (see :func:`shared.conditional.attribute_grid`).
 
     Example::
 
-        {pkg}.attribute_grid("runs/cvae", seed=1)
+        {pkg}.attribute_grid("runs/cvae", seed=1, temperature=0.7)
     """
     from shared.conditional import attribute_grid as _attribute_grid
-    return _attribute_grid(run, seed=seed, data=data, save=save, fmt=fmt, dpi=dpi)
+    return _attribute_grid(run, seed=seed, temperature=temperature, data=data, save=save, fmt=fmt, dpi=dpi)
 
 
 def edit_attributes(backend: str, run: str | os.PathLike, *, n: int = 4, seed: int = 0, data: Any = None,

@@ -11,7 +11,7 @@ pytest.importorskip("tensorflow")
 
 from facevae_tf.evaluation import FIDELITY_AGES, evaluate, label_fidelity  # noqa: E402
 from shared import api  # noqa: E402
-from shared.conditional import GENERATED, attribute_grid, edit_attributes, generate, label_matrix  # noqa: E402
+from shared.conditional import GENERATED, GRID_AGES, attribute_grid, edit_attributes, generate, label_matrix  # noqa: E402
 from shared.errors import ConfigError, RunError  # noqa: E402
 
 
@@ -118,6 +118,18 @@ class TestTemperature:
     def test_bad_temperatures_are_refused(self, cvae_run, bad):
         with pytest.raises(ConfigError, match="temperature"):
             generate(cvae_run, gender=1, ethnicity=2, age=30, n=2, temperature=bad, save=False)
+        with pytest.raises(ConfigError, match="temperature"):
+            attribute_grid(cvae_run, temperature=bad, save=False)
+
+    def test_attribute_grid_at_a_temperature_shrinks_its_one_draw(self, cvae_run):
+        from shared.protocol import latent_noise
+
+        model = api.load_model(cvae_run)
+        res = attribute_grid(cvae_run, seed=2, temperature=0.5)
+        cell = model.decode(0.5 * latent_noise(1, model.latent_dim, 2), label_matrix(1, 3, GRID_AGES[2]))
+        np.testing.assert_allclose(res.images[1, 3, 2], cell[0], atol=1e-6)  # female, Indian, third age band
+        assert res.info["temperature"] == 0.5
+        assert {p.name for p in res.paths} >= {"attribute_grid_male_t0.5.png", "attribute_grid_female_t0.5.png"}
 
     def test_cli_temperature_names_the_file_and_refuses_bad_values(self, cvae_run, capsys):
         from shared.cli import main
