@@ -11,8 +11,8 @@ Steps, every output under one folder ``out``:
 2. ``cnn/`` — a small torch CNN (task ``all``: gender, ethnicity and age heads), evaluated.
 3. ``vae/`` — a small torch VAE, evaluated on its test split with the CNN as the feature
    extractor of the Fréchet distance; then interpolation matrices (lerp and slerp from prior
-   corners, lerp between encoded test faces), latent traversal, denoising, and inpainting
-   (box and random masks; decode, iterate and optimize).
+   corners, lerp between encoded test faces), latent traversal, denoising (with the VAE ⊕ PCA
+   blend), and inpainting (box and random masks; decode, iterate, optimize and hybrid).
 4. ``sweep/`` — a tiny latent size × β sweep with its rate–distortion table and figures.
 5. ``tf/`` — the TensorFlow backend (:mod:`shared.demo_tf`): a ``vae``, a conditional ``cvae``
    (attribute grids, attribute edits, generated faces) and an ``iaf`` trained exactly like the
@@ -136,6 +136,7 @@ def common_config(s: DemoSettings, backend: str) -> dict[str, Any]:
 
 def _torch_part(out: Path, s: DemoSettings) -> tuple[dict[str, dict[str, Any]], list[Path]]:
     """CNN, VAE (+ interpolation, denoising, inpainting) and the sweep; returns evaluations and files written."""
+    from shared.inpainting import METHODS
     from shared.studio import denoise, inpaint, interpolate
     from shared.sweep import ensure_run, sweep
 
@@ -154,9 +155,9 @@ def _torch_part(out: Path, s: DemoSettings) -> tuple[dict[str, dict[str, Any]], 
         interpolate(vae, grid=s.grid, corners="sample"),
         interpolate(vae, grid=s.grid, corners="sample", slerp=True, traversal=False),
         interpolate(vae, grid=s.grid, corners="encode", traversal=False),
-        denoise(vae, n=s.n_faces)]
+        denoise(vae, n=s.n_faces, blend_pca=True)]
     for mask in ("box", "random"):
-        for method in ("decode", "iterate", "optimize"):
+        for method in METHODS:
             results.append(inpaint(vae, mask=mask, method=method, n=s.n_faces, iterations=s.iterations,
                                    steps=s.steps))
 

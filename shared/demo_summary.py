@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
+from shared.inpainting import METHODS
 from shared.io import atomic_write_text
 from shared.results import markdown_table
 
@@ -35,7 +36,7 @@ _NOTES = {
     "interpolation_slerp_sample": "interpolation matrix, prior corners, spherical",
     "interpolation_lerp_encode": "interpolation matrix between four encoded test faces",
     "traversal": "latent traversal of the most active dimensions",
-    "denoise": "clean | noisy | mean | median | VAE",
+    "denoise": "clean | noisy | mean | median | VAE | VAE ⊕ PCA",
     "rate_distortion": "rate–distortion of the sweep",
     "reconstructions": "held-out faces and every sweep model's reconstruction",
     "training_curves": "training and validation loss per epoch",
@@ -106,11 +107,12 @@ def _studio_tables(vae: Path) -> list[str]:
         by = {(r["sigma"], r["method"]): r["psnr"] for r in den["results"]}
         sigmas = sorted({s for s, _ in by})
         lines += ["Denoising, PSNR (dB) against the clean test faces:", "",
-                  markdown_table(["σ", "noisy", "3×3 mean", "3×3 median", "VAE"],
-                                 [[s] + [by.get((s, m)) for m in ("noisy", "mean", "median", "vae")] for s in sigmas])]
+                  markdown_table(["σ", "noisy", "3×3 mean", "3×3 median", "VAE", "VAE ⊕ PCA"],
+                                 [[s] + [by.get((s, m)) for m in ("noisy", "mean", "median", "vae", "vae+pca")]
+                                  for s in sigmas])]
     rows = []
     for mask in ("box", "random"):
-        for method in ("decode", "iterate", "optimize"):
+        for method in METHODS:
             res = _read_json(vae / f"inpaint_{mask}_{method}.json")
             if isinstance(res, dict) and "results" in res:
                 r = res["results"]

@@ -19,7 +19,7 @@ EXPECTED_FIGURES = [
     "figures/data_preview.png",
     "vae/figures/interpolation_lerp_sample.png", "vae/figures/interpolation_slerp_sample.png",
     "vae/figures/interpolation_lerp_encode.png", "vae/figures/traversal.png", "vae/figures/denoise.png",
-    *[f"vae/figures/inpaint_{m}_{k}.png" for m in ("box", "random") for k in ("decode", "iterate", "optimize")],
+    *[f"vae/figures/inpaint_{m}_{k}.png" for m in ("box", "random") for k in ("decode", "iterate", "optimize", "hybrid")],
     "sweep/figures/rate_distortion.png", "sweep/figures/reconstructions.png",
 ]
 EXPECTED_TABLES = ["vae/denoise.md", "vae/inpaint_box_iterate.md", "vae/inpaint_random_optimize.md", "sweep/sweep.md"]
