@@ -106,11 +106,16 @@ def denoise(run_dir: str | os.PathLike, *, sigmas: Sequence[float] = (0.1, 0.2, 
     mean by that many Adam steps on the noisy face (:func:`shared.inference.refine`, lr 0.05; cost
     ``refine_steps`` decoder forward+backward passes). ``denoise.json`` then records ``refine_steps``.
 
+    ``blend_pca`` adds the method ``vae+pca`` last: ``α·VAE + (1 − α)·PCA_d`` with PCA fitted on the
+    run's training faces and (d, α) chosen at each σ on its first 200 validation faces (their own
+    noise), never on the faces scored (:mod:`shared.denoise_blend`); its rows carry ``d``, ``alpha``
+    and ``val_psnr``, and ``denoise.json`` records ``blend``.
+
     Returns:
         A :class:`Result`: ``table`` one row per (σ, method) with ``sigma``, ``method``, ``psnr``,
         ``ssim`` (the ``results`` of ``denoise.json``); ``images``
         ``(len(sigmas), 1 + methods, k, H, W)`` — axis 1 is clean, noisy, mean, median, vae (then
-        vae_refined); k = 2 example faces (fewer when ``n`` < 2).
+        vae_refined, then vae+pca); k = 2 example faces (fewer when ``n`` < 2).
 
     Raises:
         ConfigError: a σ outside (0, 1] (NaN included) or no σ; ``n`` outside [1, :data:`MAX_FACES`];
