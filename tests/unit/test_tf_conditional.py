@@ -193,6 +193,24 @@ class TestLabelFidelity:
         assert result["label_fidelity"]["gender_fidelity"] == pytest.approx(0.5)
         assert "neg_iwae" not in result and result["n"] == 12
 
+    def test_the_judges_ceiling_is_class_balanced_on_real_and_reconstructed_faces(self, cvae_run):
+        from shared.faces import AGE_BANDS
+        from shared.synthetic import generate_faces
+
+        faces = generate_faces(40, 32, seed=6)
+        ceiling = evaluate(api.load_model(cvae_run), faces, iwae_k=0,
+                           classifier=_ConstantClassifier())["label_fidelity_ceiling"]
+        lab = faces.labels
+        age = lab["age"].to_numpy(float)
+        bands = [abs(30 - age[(age >= lo) & (age <= hi)]).mean() for lo, hi in AGE_BANDS
+                 if ((age >= lo) & (age <= hi)).any()]
+        # always "male, White, 30": right on every male and every White face, so 1/classes present
+        want = {"gender_fidelity": 1 / lab["gender"].nunique(), "ethnicity_fidelity": 1 / lab["ethnicity"].nunique(),
+                "age_mae": float(np.mean(bands))}
+        assert ceiling["n_faces"] == 40 and lab["ethnicity"].nunique() > 1
+        for kind in ("real", "reconstructed"):
+            assert ceiling[kind] == pytest.approx(want)
+
 
 class TestGenerateCLI:
     def test_generate_grid_and_edit_from_the_command_line(self, cvae_run, capsys):
