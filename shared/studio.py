@@ -36,11 +36,11 @@ from shared.protocol import GenerativeModel
 from shared.results import DEFAULT_DPI, OutputWriter, Result, markdown_table
 from shared.runs import FIGURES, SPLIT, load_run_config
 # the denoise command lives in its own module (it imports this one's helpers on call)
-from shared.studio_denoise import DENOISERS, denoise, denoise_table
+from shared.studio_denoise import BLENDED, DENOISERS, denoise, denoise_table
 
 __all__ = ["REFERENCE_LABEL", "TRAVERSAL_VALUES", "MAX_GRID", "MAX_FACES", "MAX_ROUNDS", "MAX_SEED", "check_int",
            "interpolate", "denoise", "inpaint", "open_run", "held_out_faces", "labels_for", "reference_labels",
-           "markdown_table", "latent_activity", "DENOISERS", "denoise_table"]
+           "markdown_table", "latent_activity", "DENOISERS", "BLENDED", "denoise_table"]
 
 log = logging.getLogger(__name__)
 

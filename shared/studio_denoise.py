@@ -23,7 +23,7 @@ from shared.protocol import GenerativeModel
 from shared.results import DEFAULT_DPI, OutputWriter, Result, markdown_table
 from shared.runs import FIGURES, SPLIT
 
-__all__ = ["DENOISERS", "REFINED", "BLENDED", "denoise_table", "denoise"]
+__all__ = ["DENOISERS", "REFINED", "BLENDED", "denoise_table", "denoise", "blend_basis"]
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def denoise(run_dir: str | os.PathLike, *, sigmas: Sequence[float] = (0.1, 0.2, 
     run_dir, config, model = open_run(run_dir)
     faces = held_out_faces(run_dir, config, n, data=data)
     clean = faces.floats()
-    basis = _blend_basis(run_dir, config, model, data) if blend_pca else None
+    basis = blend_basis(run_dir, config, model, data) if blend_pca else None
     rows, images = denoise_table(model, clean, sigmas, seed=seed, labels=labels_for(model, faces),
                                  refine_steps=refine_steps, blend=basis)
     methods = _methods(refine_steps, blend_pca)
@@ -174,8 +174,13 @@ def denoise(run_dir: str | os.PathLike, *, sigmas: Sequence[float] = (0.1, 0.2, 
     return Result("denoise", fig, shown, pd.DataFrame(rows), info, out.paths)
 
 
-def _blend_basis(run_dir: Path, config: Any, model: GenerativeModel, data: Optional[str]) -> BlendBasis:
-    """PCA of the run's training faces and its first validation faces (the split the run saved)."""
+def blend_basis(run_dir: Path, config: Any, model: GenerativeModel, data: Optional[str] = None) -> BlendBasis:
+    """PCA of the run's training faces and its first 200 validation faces (the split the run saved): what
+    the VAE ⊕ PCA blend is tuned with (``data``: where the run's faces are now, when they moved).
+
+    Raises:
+        RunError: the split has no training or no validation faces.
+    """
     from shared import api
     from shared.data.splits import Split
     from shared.errors import RunError

@@ -26,8 +26,8 @@ from shared.explorer import validate as v
 from shared.faces import ETHNICITY_NAMES, GENDER_NAMES
 from shared.inpainting import METHODS as INPAINT_METHODS
 
-__all__ = ["Session", "MAX_GRID", "MAX_COUNT", "MAX_FACES_PAGE", "ITERATE_ROUNDS", "OPTIMIZE_STEPS", "TOP_K",
-           "SLIDER_RANGE", "ACTIVITY_FACES", "METRIC_KEYS"]
+__all__ = ["Session", "MAX_GRID", "MAX_COUNT", "MAX_FACES_PAGE", "ITERATE_ROUNDS", "OPTIMIZE_STEPS", "MAX_BLENDS",
+           "TOP_K", "SLIDER_RANGE", "ACTIVITY_FACES", "METRIC_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ MAX_COUNT = 16           # faces per /api/sample and /api/generate
 MAX_FACES_PAGE = 64      # faces per /api/faces
 ITERATE_ROUNDS = 30      # iterative projection rounds per inpaint request
 OPTIMIZE_STEPS = 60      # latent-optimisation steps per inpaint request
+MAX_BLENDS = 64          # tuned VAE ⊕ PCA blends kept (one per σ asked for)
 TOP_K = 8                # sliders shown (at most latent_dim)
 SLIDER_RANGE = 3.0       # sliders span ±3 prior standard deviations
 ACTIVITY_FACES = 512     # test faces that rank the latent dimensions (as the traversal figure)
@@ -84,6 +85,9 @@ class Session:
         self.dim = int(self.model.latent_dim)
         self.conditional = bool(self.model.conditional)
         self.lock = threading.Lock()
+        self._data = data
+        self._basis: Any = None  # the VAE ⊕ PCA blend's PCA and validation faces, built on the first denoise
+        self._blends: dict[float, Any] = {}  # σ -> its tuned Blend
         first = self.faces.subset(np.arange(min(ACTIVITY_FACES, len(self.faces))))
         activity = np.asarray(latent_activity(self.model, first), np.float64)
         order = np.argsort(-activity, kind="stable")
@@ -231,9 +235,29 @@ class Session:
         return {"z": np.asarray(latent_noise(count, self.dim, seed), np.float64).tolist()}
 
     # ------------------------------------------------------------------ corruptions
+    def _blend(self, sigma: float) -> tuple[Any, Any]:
+        """``(basis, Blend)`` of the VAE ⊕ PCA denoiser at ``sigma``, tuned as ``facevae denoise --blend-pca
+        --seed 0`` tunes it for one σ (validation noise seeded 1000; the request's seed only draws the noise
+        on the face shown). The PCA is fitted on the first call (seconds for thousands of faces) and each σ
+        tuned once, then kept."""
+        from shared.denoise_blend import tune_blend
+        from shared.studio_denoise import blend_basis
+
+        with self.lock:
+            if self._basis is None:
+                self._basis = blend_basis(self.run_dir, self.config, self.model, self._data)
+            if sigma not in self._blends:
+                if len(self._blends) >= MAX_BLENDS:  # any σ in (0, 1] may come: keep the newest
+                    self._blends.pop(next(iter(self._blends)))
+                self._blends[sigma] = tune_blend(self.model, self._basis, sigma, seed=1000)
+            return self._basis, self._blends[sigma]
+
     def api_denoise(self, body: dict) -> dict[str, Any]:
-        """``{"face", "sigma", "seed"?}`` -> clean, noisy, 3×3 mean/median filters and VAE with their PSNR."""
-        from shared.studio import DENOISERS, denoise_table
+        """``{"face", "sigma", "seed"?}`` -> clean, noisy, 3×3 mean/median filters, VAE and VAE ⊕ PCA with their
+        PSNR (and the blend's tuned ``d`` and ``alpha``)."""
+        from shared.denoise_blend import apply_blend
+        from shared.image_metrics import psnr
+        from shared.studio import BLENDED, DENOISERS, denoise_table
 
         v.check_fields(body, ("face", "sigma", "seed"))
         index = self._face(body)
@@ -243,9 +267,13 @@ class Session:
         rows, images = self._locked(denoise_table, self.model, clean, [sigma], seed=seed,
                                     labels=self._own_labels(index))
         outs = images[float(sigma)]
+        basis, fit = self._blend(float(sigma))
+        blended = apply_blend(fit, outs["vae"], outs["noisy"], basis.pca)
         return {"images": {"clean": v.data_url(self.faces.images[index]),
-                           **{m: v.data_url(outs[m][0]) for m in DENOISERS}},
-                "psnr": {r["method"]: _finite(r["psnr"]) for r in rows}}
+                           **{m: v.data_url(outs[m][0]) for m in DENOISERS}, BLENDED: v.data_url(blended[0])},
+                "psnr": {**{r["method"]: _finite(r["psnr"]) for r in rows},
+                         BLENDED: _finite(np.mean(psnr(blended, clean)))},
+                "blend": {"d": fit.d, "alpha": fit.alpha}}
 
     def _mask(self, body: dict, kind: str, seed: int) -> np.ndarray:
         from shared.inpainting import make_mask

@@ -149,9 +149,9 @@ def test_attributes_generate_and_edit_on_the_cvae_run(page, cvae_explorer):
 def test_the_sigma_slider_updates_the_denoising_results(page, explorer):
     page.open(explorer)
     noisy = '#denoise-results img[data-method="noisy"]'
-    page.wait(lambda: all(page.loaded(i) for i in page.all("#denoise-results img")), "the five denoise images")
+    page.wait(lambda: all(page.loaded(i) for i in page.all("#denoise-results img")), "the six denoise images")
     assert [i.get_attribute("data-method") for i in page.all("#denoise-results img")] == \
-        ["clean", "noisy", "mean", "median", "vae"]
+        ["clean", "noisy", "mean", "median", "vae", "vae+pca"]
     old_src, old_pixels = page.src(noisy), page.pixels(noisy)
     page.set("#denoise-sigma", 0.9)
     page.wait_new_image(noisy, old_src)
@@ -161,7 +161,7 @@ def test_the_sigma_slider_updates_the_denoising_results(page, explorer):
     # stronger noise: the noisy face is further from the clean one
     assert np.abs(np.array(new_pixels) - clean).mean() > np.abs(np.array(old_pixels) - clean).mean()
     captions = page.text("#denoise-results")
-    assert len(re.findall(_DB, captions)) >= 4, captions  # noisy, mean, median and VAE PSNRs
+    assert len(re.findall(_DB, captions)) >= 5, captions  # noisy, mean, median, VAE and VAE ⊕ PCA PSNRs
     page.shot("denoise")
     page.assert_clean()
 

@@ -96,6 +96,9 @@ def test_the_grid_keeps_both_ends_and_the_blend_never_loses_to_either_on_validat
     noisy = noisy_faces(val, 0.3, seed=13)
     vae = np.clip(noisy * 0.3 + 0.35, 0, 1).astype(np.float32)  # a poor, shrunken denoiser
     fit = fit_blend(vae, noisy, val, pca)
+    direct = fit.alpha * vae + (1 - fit.alpha) * pca.truncated(fit.d).project(noisy)  # the blend, made and scored
+    assert fit.val_psnr == pytest.approx(_mean_psnr(direct, val), abs=1e-6)
+    assert 0 < fit.alpha < 1
     assert fit.val_psnr >= _mean_psnr(vae, val)
     assert fit.val_psnr >= max(_mean_psnr(pca.truncated(d).project(noisy), val) for d in (8, 16, 24))
 

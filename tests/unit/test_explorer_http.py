@@ -121,8 +121,8 @@ def test_denoise_shows_each_method_with_its_psnr(ex):
     from shared.image_metrics import psnr
 
     got = ok_json(ex, "/api/denoise", {"face": 1, "sigma": 0.3, "seed": 5})
-    assert set(got["images"]) == {"clean", "noisy", "mean", "median", "vae"}
-    assert set(got["psnr"]) == {"noisy", "mean", "median", "vae"}
+    assert set(got["images"]) == {"clean", "noisy", "mean", "median", "vae", "vae+pca"}
+    assert set(got["psnr"]) == {"noisy", "mean", "median", "vae", "vae+pca"}
     clean = ex.session.faces.floats()[1:2]
     np.testing.assert_array_equal(from_url(got["images"]["clean"]), ex.session.faces.images[1])
     noisy = np.clip(gaussian_noise(clean, 0.3, 5), 0, 1)
@@ -131,6 +131,25 @@ def test_denoise_shows_each_method_with_its_psnr(ex):
     vae_out = protocol(ex, "reconstruct", noisy, own_labels(ex, 1))
     np.testing.assert_array_equal(from_url(got["images"]["vae"]), to_uint8(vae_out[0]))
     assert ok_json(ex, "/api/denoise", {"face": 1, "sigma": 0.3, "seed": 5}) == got
+
+
+def test_denoise_blends_the_vae_with_pca_tuned_as_the_denoise_command_tunes_it(ex):
+    from shared.denoise_blend import apply_blend, tune_blend
+    from shared.studio_denoise import blend_basis
+
+    got = ok_json(ex, "/api/denoise", {"face": 2, "sigma": 0.4, "seed": 3})
+    s = ex.session
+    basis = blend_basis(s.run_dir, s.config, s.model)
+    fit = tune_blend(s.model, basis, 0.4, seed=1000)  # as `facevae denoise --seed 0` at one σ
+    assert got["blend"] == {"d": fit.d, "alpha": fit.alpha}
+    noisy = from_url(got["images"]["noisy"]).astype(np.float32) / 255.0
+    vae = from_url(got["images"]["vae"]).astype(np.float32) / 255.0
+    want = apply_blend(fit, vae[None], noisy[None], basis.pca)[0]
+    # the server blends the unrounded images; these are its 8-bit PNGs: one grey level apart at most
+    assert np.abs(from_url(got["images"]["vae+pca"]).astype(int) - to_uint8(want).astype(int)).max() <= 1
+    tuned = dict(s._blends)
+    again = ok_json(ex, "/api/denoise", {"face": 0, "sigma": 0.4, "seed": 9})
+    assert again["blend"] == got["blend"] and s._blends == tuned  # tuned once per σ, whatever the seed
 
 
 @pytest.mark.parametrize("method", ["decode", "iterate", "optimize", "hybrid"])

@@ -329,10 +329,10 @@ function setupDenoise(ctx) {
   fillFaceSelect(select, ctx.faces);
   const imgs = {};
   for (const img of $('denoise-results').querySelectorAll('img[data-method]')) imgs[img.dataset.method] = img;
-  const names = { noisy: 'noisy', mean: 'mean 3×3', median: 'median 3×3', vae: 'VAE' };
+  const names = { noisy: 'noisy', mean: 'mean 3×3', median: 'median 3×3', vae: 'VAE', 'vae+pca': 'VAE ⊕ PCA' };
 
   const run = debounce(async () => {
-    const { images, psnr } = await api('api/denoise', { face: Number(select.value), sigma: Number(sigma.value), seed: 0 });
+    const { images, psnr, blend } = await api('api/denoise', { face: Number(select.value), sigma: Number(sigma.value), seed: 0 });
     const best = Object.keys(psnr).reduce((a, b) => (psnr[a] >= psnr[b] ? a : b));
     for (const [method, img] of Object.entries(imgs)) {
       setSrc(img, images[method]);
@@ -343,7 +343,9 @@ function setupDenoise(ctx) {
         const db = document.createElement('span');
         db.className = 'db';
         db.textContent = `${fmt(psnr[method], 1)} dB`;
-        caption.replaceChildren(`${names[method]} `, db);
+        // the blend's weight on the VAE (α = 0: PCA alone), chosen on validation faces at this σ
+        const name = method === 'vae+pca' ? `${names[method]} α ${fmt(blend.alpha, 2)}` : names[method];
+        caption.replaceChildren(`${name} `, db);
       }
       caption.classList.toggle('best', method === best);
     }
