@@ -10,8 +10,12 @@ way, ~3e-2 after 48 steps at lr 2e-3) and the BatchNorm running means that track
 validation terms, computed with the running statistics, inherit that (~7e-4 relative, the rate
 ~1e-2; over 5 epochs the training rate drifts to ~5e-4). A one-by-one run trained with 2 threads
 instead of 1 differs from itself by as much or more (training terms ~1e-6, weights ~1e-3, those
-biases ~4e-2). So the checks are: training terms within 1e-3 relative, validation
-loss/distortion/ELBO within 1e-2 and the rate within 5e-2, weights with a gradient within 1e-3,
+biases ~4e-2). On an AVX-512 machine whose single-thread grouped convolutions sum in yet another
+order the validation rate was 4.3e-2 apart after one epoch. Free bits are checked step by step, not
+over epochs: their clamp max(KL_d, λ) switches a dimension's gradient off at a threshold, so rounding
+can flip one dimension on one side only, and the runs part for good (6e-3 in a weight after 2 epochs,
+a bifurcation, not an error). So the checks are: training terms within 1e-3 relative, validation
+loss/distortion/ELBO within 1e-2 and the rate within 1e-1, weights with a gradient within 1e-3,
 the biases before a BatchNorm and its running means within ``2·lr × steps`` (Adam's bound); a β
 applied to the wrong member moves the training rate by 3x.
 """
@@ -41,9 +45,9 @@ from tests.unit.torch_vae_helpers import single_thread  # noqa: E402,F401  (one 
 BETAS = (0.1, 1.0)
 NAMES = ("d4_b0.1", "d4_b1")
 TIMING = {"seconds", "images_per_s"}  # wall-clock fields of a metrics record
-TRAIN_RTOL, VAL_RTOL, RATE_RTOL, WEIGHT_ATOL = 1e-3, 1e-2, 5e-2, 1e-3
+TRAIN_RTOL, VAL_RTOL, RATE_RTOL, WEIGHT_ATOL = 1e-3, 1e-2, 1e-1, 1e-3
 NO_SIGNAL = ("encoder.0.bias", "encoder.3.bias", "decoder.5.bias")  # conv biases right before a BatchNorm
-SHAPED = dict(kl_warmup_epochs=1, free_bits=0.05)  # each member's warmed-up β, free bits in its training loss
+SHAPED = dict(kl_warmup_epochs=1)  # each member's warmed-up β (free bits: test_one_ensemble_step_...)
 
 
 def _base(epochs: int = 2, data: str = "synthetic:240", **train) -> RunConfig:
@@ -173,6 +177,7 @@ def test_a_denoising_grid_batched_gives_the_runs_of_one_by_one(tmp_path):
 
 @pytest.mark.parametrize("train", [dict(optimizer="adam"), dict(optimizer="adamw", weight_decay=0.1, grad_clip=5.0),
                                    dict(optimizer="sgd", weight_decay=0.01, grad_clip=5.0),
+                                   dict(free_bits=0.05, kl_warmup_epochs=1),
                                    dict(preset="seed")])  # ReLU, max-pooling, BatchNorm1d after the linear layers
 def test_one_ensemble_step_is_each_members_own_step(train, tmp_path):
     configs = [_base(beta=b, **train) for b in BETAS]
