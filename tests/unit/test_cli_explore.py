@@ -167,8 +167,11 @@ def test_port_in_use_and_bad_host_are_one_line_and_exit_2(runs, capsys):
 
 def test_the_command_serves_the_page_and_ctrl_c_exits_0(runs, tmp_path):
     env = {**os.environ, "FACEVAE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    # a suite started as a background job (`make test &`, nohup) runs with SIGINT ignored, and a child
+    # inherits that: Python then installs no Ctrl-C handler and the SIGINT below would do nothing
     proc = subprocess.Popen([sys.executable, "-m", "facevae", "explore", str(runs / "vae")], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()  # blocks until the server listens (or the command ends)
         assert line.startswith("explorer running at http://127.0.0.1:") and "(Ctrl-C stops)" in line, \
