@@ -141,15 +141,17 @@ def label_fidelity(model: TFGenerativeModel, classifier: Any, *, n_per: int = 8,
     return result
 
 
-def _balanced_scores(classifier: Any, images: np.ndarray, labels: Any) -> dict[str, float]:
+def _balanced_scores(classifier: Any, images: np.ndarray, labels: Any) -> dict[str, Any]:
     """The classifier on ``images`` whose true labels are ``labels``, weighted as label fidelity weights its
     requests: accuracy averaged over the gender and ethnicity classes present, age MAE over the age bands."""
     pred = classifier.predict(images)
-    scores: dict[str, float] = {}
-    for task in ("gender", "ethnicity"):
+    scores: dict[str, Any] = {}
+    for task, names in (("gender", GENDER_NAMES), ("ethnicity", ETHNICITY_NAMES)):
         got, want = _predicted(pred, task), labels[task].to_numpy()
         if got is not None:
-            scores[f"{task}_fidelity"] = float(np.mean([np.mean(got[want == c] == c) for c in np.unique(want)]))
+            by_class = {names[c]: float(np.mean(got[want == c] == c)) for c in np.unique(want)}
+            scores[f"{task}_fidelity"] = float(np.mean(list(by_class.values())))
+            scores[f"{task}_fidelity_by_class"] = by_class
     got, age = _predicted(pred, "age"), labels["age"].to_numpy(np.float64)
     if got is not None:
         bands = [(age >= lo) & (age <= hi) for lo, hi in AGE_BANDS]
@@ -164,7 +166,7 @@ def judge_ceiling(model: TFGenerativeModel, classifier: Any, faces: Faces) -> di
     to do better on them than on the model's own reconstructions of real faces that have those labels
     (as sharp as the decoder makes faces). Both are scored class-balanced, as fidelity requests each
     class equally: ``{"real": {...}, "reconstructed": {...}}`` with ``gender_fidelity``,
-    ``ethnicity_fidelity`` and ``age_mae`` as in :func:`label_fidelity`.
+    ``ethnicity_fidelity`` (and their ``_by_class`` accuracies) and ``age_mae`` as in :func:`label_fidelity`.
     """
     x = faces.floats()
     recon = np.asarray(model.reconstruct(x, label_vectors(faces.labels)), np.float32)

@@ -209,7 +209,8 @@ class TestLabelFidelity:
                 "age_mae": float(np.mean(bands))}
         assert ceiling["n_faces"] == 40 and lab["ethnicity"].nunique() > 1
         for kind in ("real", "reconstructed"):
-            assert ceiling[kind] == pytest.approx(want)
+            assert {k: ceiling[kind][k] for k in want} == pytest.approx(want)
+            assert ceiling[kind]["gender_fidelity_by_class"] == {"male": 1.0, "female": 0.0}
 
 
 class TestGenerateCLI:
