@@ -311,16 +311,20 @@ class Session:
 
     # ------------------------------------------------------------------ conditional runs
     def api_generate(self, body: dict) -> dict[str, Any]:
-        """cvae: ``{"gender", "ethnicity", "age", "seed"?, "count"?}`` -> ``{"images": [...]}``."""
+        """cvae: ``{"gender", "ethnicity", "age", "seed"?, "count"?, "temperature"?}`` -> ``{"images": [...]}``;
+        z ~ N(0, T²·I) as ``facevae generate --temperature T`` draws it (default 1)."""
         from shared.conditional import label_matrix
+        from shared.protocol import latent_noise
 
         self._needs_conditional("/api/generate")
-        v.check_fields(body, ("gender", "ethnicity", "age", "seed", "count"))
+        v.check_fields(body, ("gender", "ethnicity", "age", "seed", "count", "temperature"))
         lab = v.get_labels({k: body[k] for k in ("gender", "ethnicity", "age") if k in body}, "")
         seed = v.get_int(body, "seed", 0, v.MAX_SEED, 0)
         count = v.get_int(body, "count", 1, MAX_COUNT, 8)
+        temperature = v.get_float(body, "temperature", 0.0, 1.0, open_low=True, default=1.0)
         labels = label_matrix(lab["gender"], lab["ethnicity"], lab["age"], count)
-        images = self._locked(self.model.sample, count, seed, labels)
+        z = np.float32(temperature) * latent_noise(count, self.dim, seed)
+        images = self._locked(self.model.decode, z, labels)
         return {"images": [v.data_url(image) for image in images]}
 
     def api_edit(self, body: dict) -> dict[str, Any]:

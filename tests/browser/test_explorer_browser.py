@@ -129,8 +129,13 @@ def test_attributes_generate_and_edit_on_the_cvae_run(page, cvae_explorer):
     page.set("#attr-gender", 0)
     page.set("#attr-age", 5)
     page.click("#attr-generate")  # other labels, same seed: other faces
-    page.wait(lambda: (faces := page.all_pixels("#attr-generated img")) and _changed(first[0], faces[0]),
-              "faces generated for the new labels")
+    second = page.wait(lambda: (faces := page.all_pixels("#attr-generated img")) and _changed(first[0], faces[0])
+                       and faces, "faces generated for the new labels")
+    page.set("#attr-temperature", 0.3)  # the same draw, shrunk toward the labels' own face
+    assert page.text("#attr-temperature-value") == "0.30"
+    page.click("#attr-generate")
+    page.wait(lambda: (faces := page.all_pixels("#attr-generated img")) and _changed(second[0], faces[0]),
+              "faces generated at temperature 0.3")
 
     old_original, old_result = page.src("#attr-edit-original"), page.src("#attr-edit-result")
     page.set("#attr-face", page.driver.execute_script("return document.getElementById('attr-face').options[1].value"))

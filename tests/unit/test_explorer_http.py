@@ -202,6 +202,11 @@ def test_generate_and_edit_on_a_cvae(cvae):
     assert len(images) == 5 and ok_json(cvae, "/api/generate", body)["images"] == images
     expected = protocol(cvae, "sample", 5, 3, label_matrix(1, 2, 40, 5))
     np.testing.assert_array_equal(from_url(images[4]), to_uint8(expected[4]))
+    from shared.protocol import latent_noise
+    cold = ok_json(cvae, "/api/generate", {**body, "temperature": 0.5})["images"]
+    shrunk = protocol(cvae, "decode", 0.5 * latent_noise(5, cvae.session.dim, 3), label_matrix(1, 2, 40, 5))
+    np.testing.assert_array_equal(from_url(cold[4]), to_uint8(shrunk[4]))  # as `facevae generate --temperature`
+    assert cold != images
     edit = ok_json(cvae, "/api/edit", {"face": 0, "gender": 1 - int(cvae.session.faces.labels["gender"][0]),
                                        "ethnicity": 3, "age": 90})["images"]
     np.testing.assert_array_equal(from_url(edit["original"]), cvae.session.faces.images[0])

@@ -296,7 +296,8 @@ function setupAttributes(ctx) {
   const generate = () => withButton($('attr-generate'), 'Generating…', async () => {
     const seed = Number($('attr-seed').value) || 0;
     const a = chosen();
-    const { images } = await api('api/generate', { ...a, seed, count: 4 });
+    const temperature = Number($('attr-temperature').value);
+    const { images } = await api('api/generate', { ...a, seed, count: 4, temperature });
     generated.replaceChildren(...images.map((src, i) => {
       const img = new Image();
       img.className = 'face xs';
@@ -306,6 +307,9 @@ function setupAttributes(ctx) {
     }));
   });
   $('attr-generate').addEventListener('click', generate);
+  $('attr-temperature').addEventListener('input', (e) => {
+    $('attr-temperature-value').textContent = Number(e.target.value).toFixed(2);
+  });
 
   const faceSelect = $('attr-face');
   fillFaceSelect(faceSelect, ctx.faces);
