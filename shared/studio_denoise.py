@@ -119,8 +119,8 @@ def denoise(run_dir: str | os.PathLike, *, sigmas: Sequence[float] = (0.1, 0.2, 
 
     Raises:
         ConfigError: a σ outside (0, 1] (NaN included) or no σ; ``n`` outside [1, :data:`MAX_FACES`];
-            ``seed`` outside [0, :data:`MAX_SEED`]; ``refine_steps`` outside [0, 10000]; bad
-            ``fmt``/``dpi``.
+            ``seed`` outside [0, :data:`MAX_SEED`]; ``refine_steps`` outside [0, 10000]; ``blend_pca``
+            not a bool; bad ``fmt``/``dpi``.
         RunError: not a generative run; ``blend_pca`` with no training or validation faces in the split.
     """
     from shared.plotting import image_grid
@@ -135,6 +135,8 @@ def denoise(run_dir: str | os.PathLike, *, sigmas: Sequence[float] = (0.1, 0.2, 
     n = check_int("n", n, 1, MAX_FACES)
     check_int("seed", seed, 0, MAX_SEED)
     refine_steps = check_int("refine_steps", refine_steps, 0, MAX_REFINE_STEPS)
+    if not isinstance(blend_pca, bool):  # "no" or 0.0 would otherwise read as a choice
+        raise ConfigError(f"`blend_pca` must be True or False. Received: blend_pca={blend_pca!r}")
     out = OutputWriter(Path(run_dir), save, fmt, dpi)
     run_dir, config, model = open_run(run_dir)
     faces = held_out_faces(run_dir, config, n, data=data)

@@ -88,6 +88,7 @@ class Session:
         self._data = data
         self._basis: Any = None  # the VAE ⊕ PCA blend's PCA and validation faces, built on the first denoise
         self._blends: dict[float, Any] = {}  # σ -> its tuned Blend
+        self._blend_lock = threading.Lock()
         first = self.faces.subset(np.arange(min(ACTIVITY_FACES, len(self.faces))))
         activity = np.asarray(latent_activity(self.model, first), np.float64)
         order = np.argsort(-activity, kind="stable")
@@ -240,16 +241,21 @@ class Session:
         --seed 0`` tunes it for one σ (validation noise seeded 1000; the request's seed only draws the noise
         on the face shown). The PCA is fitted on the first call (seconds for thousands of faces) and each σ
         tuned once, then kept."""
+        from types import SimpleNamespace
+
         from shared.denoise_blend import tune_blend
         from shared.studio_denoise import blend_basis
 
-        with self.lock:
+        # its own lock: loading the training faces and fitting PCA take seconds and touch no model, so the
+        # other panels keep answering; only the VAE's pass over the validation faces takes the model's lock
+        with self._blend_lock:
             if self._basis is None:
                 self._basis = blend_basis(self.run_dir, self.config, self.model, self._data)
             if sigma not in self._blends:
                 if len(self._blends) >= MAX_BLENDS:  # any σ in (0, 1] may come: keep the newest
                     self._blends.pop(next(iter(self._blends)))
-                self._blends[sigma] = tune_blend(self.model, self._basis, sigma, seed=1000)
+                locked = SimpleNamespace(reconstruct=lambda x, y=None: self._locked(self.model.reconstruct, x, y))
+                self._blends[sigma] = tune_blend(locked, self._basis, sigma, seed=1000)
             return self._basis, self._blends[sigma]
 
     def api_denoise(self, body: dict) -> dict[str, Any]:

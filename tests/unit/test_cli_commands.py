@@ -94,3 +94,11 @@ def test_denoise_blend_pca_adds_a_tuned_vae_pca_row(run, capsys):
         assert r["d"] >= 1 and 0.0 <= r["alpha"] <= 1.0 and r["val_psnr"] > 0
         assert r["psnr"] > by[r["sigma"], "noisy"]["psnr"] + 3  # a denoiser, tuned on other faces
     assert "vae+pca" in (run / "denoise.md").read_text()
+
+
+def test_blend_pca_must_be_a_bool(run):
+    from shared.errors import ConfigError
+    from shared.studio import denoise
+
+    with pytest.raises(ConfigError, match="blend_pca"):
+        denoise(run, sigmas=(0.3,), n=2, blend_pca="no", save=False)
