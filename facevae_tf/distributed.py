@@ -178,9 +178,11 @@ def train_step_fn(strategy: tf.distribute.Strategy, model: Any, variables: Seque
             x_in = replica_slice(x_in, ctx.replica_id_in_sync_group, n)
         with tf.GradientTape() as tape:
             distortion, rate, _ = model.image_terms(x, y, eps, training=True, x_in=x_in)
+            label = model.label_image_terms(x, y, eps)  # a cvae's label consistency, per image
             # every replica sees the whole batch's terms: the batch means and free bits are the global ones
             terms = model.batch_terms(ctx.all_gather(distortion, axis=0), ctx.all_gather(rate, axis=0), beta,
                                       training=True)
+            terms = model.with_label_terms(terms, {k: ctx.all_gather(v, axis=0) for k, v in label.items()})
             # all_gather's gradient sums over replicas, so each holds 1/n of the (identical) global loss
             loss = loss_of(terms["loss"]) / n
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tape.gradient(loss, variables))

@@ -109,7 +109,7 @@ class TFEngine:
         cfg = config.train
         self.model, self.train, self.val, self.run_dir = model, train, val, Path(run_dir)
         self.n_train, self.n_val = len(train["x"]), len(val["x"])
-        self.noise_dim = int(model.latent_dim)
+        self.noise_dim = int(getattr(model, "noise_dim", model.latent_dim))  # cvae label consistency draws more
         check_precision(cfg)
         set_precision(model, cfg.precision)
         scaled = cfg.precision == "16"  # float16 gradients underflow without loss scaling
@@ -153,7 +153,7 @@ class TFEngine:
         if strategy is not None:
             train_step = distributed.train_step_fn(strategy, model, variables, self.optimizer, loss_of, prepare)
         # one trace for every batch size (the last batch is smaller); XLA still compiles per shape
-        s, lab, d = config.model.image_size, model.label_dim, model.latent_dim
+        s, lab, d = config.model.image_size, model.label_dim, self.noise_dim
         spec = [tf.TensorSpec((None, s, s, 1), tf.float32), tf.TensorSpec((None, lab), tf.float32),
                 tf.TensorSpec((None, d), tf.float32), tf.TensorSpec((), tf.float32)]
         jit = cfg.compile or None

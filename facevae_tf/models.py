@@ -159,7 +159,16 @@ class FaceVAE(keras.Model):
             ``loss``, ``distortion``, ``rate``, ``elbo``, ``beta`` (scalars, means over the batch).
         """
         distortion, rate, _ = self.image_terms(x, y, eps, training=training, x_in=x_in)
-        return self.batch_terms(distortion, rate, beta, training)
+        terms = self.batch_terms(distortion, rate, beta, training)
+        return self.with_label_terms(terms, self.label_image_terms(x, y, eps))
+
+    def label_image_terms(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Per-image terms ``(B,)`` of label consistency (:class:`ConditionalVAE`); none here."""
+        return {}
+
+    def with_label_terms(self, terms: dict[str, tf.Tensor], per_image: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """``terms`` with the batch means of :meth:`label_image_terms` added (to ``loss`` too); unchanged here."""
+        return terms
 
     def batch_terms(self, distortion: tf.Tensor, rate: tf.Tensor, beta, training: bool = False
                     ) -> dict[str, tf.Tensor]:
@@ -174,7 +183,7 @@ class FaceVAE(keras.Model):
         The posterior reads ``x_in`` when given (see :meth:`loss_terms`), the likelihood always scores ``x``.
         """
         post = self.posterior(x if x_in is None else x_in, y, training=training)
-        z, log_q = self.sample_posterior(post, eps)
+        z, log_q = self.sample_posterior(post, eps[:, :self.latent_dim])  # a cvae's ε may carry more columns
         distortion = self.nll(x, self.decode_logits(z, y, training=training))
         return distortion, self.rate(post, z, log_q), post
 
@@ -218,9 +227,55 @@ class ConditionalVAE(FaceVAE):
     posterior means on the labels, so a z drawn from p(z|y) lies where faces with those labels were
     encoded. The shift is applied inside the model: the posterior mean is reported as ``mean − shift``
     and :meth:`decode_logits` adds it back, so every caller keeps sampling z from N(0, I).
+
+    Label consistency (``label_loss`` > 0, :mod:`facevae_tf.label_consistency`): an auxiliary
+    classifier, trained on the real faces only, must recognise the requested labels in faces
+    generated from the prior; the decoder and the prior shift pay ``label_loss`` × its loss. The
+    step's ε is then ``2·D + 4`` wide (:attr:`noise_dim`).
     """
 
     conditional = True
+
+    def __init__(self, config: ModelConfig, synchronized_bn: bool = False, **kwargs):
+        from facevae_tf.label_consistency import LabelClassifier, noise_dim
+
+        super().__init__(config, synchronized_bn=synchronized_bn, **kwargs)
+        self.label_loss = float(config.label_loss)
+        self.noise_dim = noise_dim(config.latent_dim, self.label_loss)
+        # creates its weights at once; None (label_loss 0) leaves a run's variables as before
+        self.label_classifier = LabelClassifier(config.image_size) if self.label_loss > 0 else None
+
+    def label_image_terms(self, x: tf.Tensor, y: tf.Tensor, eps: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Label consistency per image (``label_loss`` > 0; else none): ``label_real`` and ``label_generated``.
+
+        ``eps`` is then ``(B, 2·D + 4)``: z's noise, a prior draw, the requested labels and a mirror
+        (:mod:`facevae_tf.label_consistency`); the faces are generated as ``generate`` makes them
+        (inference mode).
+        """
+        if self.label_classifier is None:
+            return {}
+        from facevae_tf.label_consistency import LABEL_NOISE, label_terms, requested_labels
+
+        d = self.latent_dim
+        if eps.shape[-1] is not None and eps.shape[-1] != self.noise_dim:
+            raise ValueError(f"a cvae with label_loss > 0 needs eps of width 2*latent_dim + {LABEL_NOISE} = "
+                             f"{self.noise_dim}. Received: shape={tuple(eps.shape)}")
+        y_gen = requested_labels(eps[:, 2 * d:2 * d + 3])
+        faces = tf.sigmoid(self.decode_logits(eps[:, d:2 * d], y_gen, training=False))
+        return label_terms(self.label_classifier, x, y, faces, y_gen, mirror=eps[:, 2 * d + 3] > 0)
+
+    def with_label_terms(self, terms: dict[str, tf.Tensor], per_image: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """``loss`` gains the classifier's loss on the real faces plus ``label_loss`` × how far its loss on
+        each generated face exceeds that on the real ones (:func:`~facevae_tf.label_consistency.excess_over_real`);
+        the three are reported (batch means)."""
+        if not per_image:
+            return terms
+        from facevae_tf.label_consistency import excess_over_real
+
+        means = {k: tf.reduce_mean(v) for k, v in per_image.items()}
+        excess = excess_over_real(per_image["label_real"], per_image["label_generated"])
+        loss = terms["loss"] + means["label_real"] + self.label_loss * excess
+        return {**terms, "loss": loss, **means, "label_excess": excess}
 
 
 class IAFVAE(FaceVAE):

@@ -41,7 +41,8 @@ __all__ = ["build_config", "option_names", "train", "evaluate", "load_model", "l
 log = logging.getLogger(__name__)
 
 _MODEL_FIELDS = {"preset", "latent_dim", "beta", "likelihood", "sigma_mode", "sigma", "kl_warmup_epochs",
-                 "free_bits", "task", "flow_steps", "flow_hidden", "context_dim", "channels", "hidden_dims"}
+                 "free_bits", "task", "flow_steps", "flow_hidden", "context_dim", "label_loss", "channels",
+                 "hidden_dims"}
 _DATA_FIELDS = {"val_fraction", "test_fraction", "split_seed"}
 
 

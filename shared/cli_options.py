@@ -18,6 +18,7 @@ from shared.config import (BACKENDS, DEVICES, LIKELIHOODS, MODEL_FAMILIES, OPTIM
                            SCHEDULES, SIGMA_MODES, TASKS, DataConfig, ModelConfig, RunConfig, TrainConfig,
                            default_train_config, preset_shape)
 from shared.errors import ConfigError
+from shared.presets import PRESET_LABEL_LOSS
 
 __all__ = ["Parser", "HelpFormatter", "FieldFlag", "CONFIG_FLAGS", "NOT_FLAGS", "SECTIONS", "add_config_flags",
            "given_fields", "config_from_args", "resume_arguments", "floats", "ints", "integer", "bounded_int",
@@ -151,6 +152,8 @@ _HELP: dict[str, str] = {
     "flow_steps": "IAF steps (iaf)",
     "flow_hidden": "IAF MADE hidden width (iaf)",
     "context_dim": "size of the encoder context vector fed to the IAF (iaf)",
+    "label_loss": "cvae: weight (nats) of label consistency: an auxiliary classifier trained on the real faces "
+                  "must recognise the requested labels in generated faces (0: off)",
     "epochs": "training epochs",
     "batch_size": "faces per optimiser step",
     "lr": "learning rate",
@@ -207,6 +210,9 @@ def _default_text(section: str, f: dataclasses.Field) -> str:
                 f"cnn {_show(preset_shape('cnn', 'default')[i])}")
     if section == "train":
         return _train_default(f.name)
+    if f.name == "label_loss":
+        return (f"{_show(PRESET_LABEL_LOSS['default'])} for a cvae of --preset default, "
+                f"{_show(PRESET_LABEL_LOSS['seed'])} for seed and other models")
     return _show(f.default)
 
 
@@ -236,7 +242,7 @@ def _field_type(name: str) -> Optional[Callable[[str], Any]]:
                 kind = str(f.type)
                 if kind.startswith("tuple"):
                     return ints
-                return {"int": integer, "float": _float, "bool": None}.get(kind, str)
+                return {"int": integer, "float": _float, "Optional[float]": _float, "bool": None}.get(kind, str)
     raise KeyError(name)
 
 

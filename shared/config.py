@@ -12,10 +12,10 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from shared.errors import ConfigError
-from shared.presets import TRAIN_RECIPES, preset_likelihood, preset_shape
+from shared.presets import TRAIN_RECIPES, preset_label_loss, preset_likelihood, preset_shape
 
 __all__ = [
     "BACKENDS", "MODEL_FAMILIES", "PRESETS", "TASKS", "LIKELIHOODS", "SIGMA_MODES",
@@ -174,6 +174,10 @@ class ModelConfig(_JsonMixin):
         task: CNN target (``gender``, ``ethnicity``, ``age`` or ``all`` = one trunk, three heads).
         flow_steps, flow_hidden: IAF steps and MADE hidden width.
         context_dim: size of the encoder context vector h fed to the IAF.
+        label_loss: cvae only: weight, in nats, of label consistency (0: off): an auxiliary
+            classifier trained on the real faces must recognise the requested labels in faces generated
+            from the prior (:mod:`facevae_tf.label_consistency`); None takes the preset's
+            (:data:`shared.presets.PRESET_LABEL_LOSS`: ``default`` 100, ``seed`` 0; 0 for other families).
     """
 
     family: str = "vae"
@@ -192,6 +196,7 @@ class ModelConfig(_JsonMixin):
     flow_steps: int = 4
     flow_hidden: int = 256
     context_dim: int = 64
+    label_loss: Optional[float] = None
 
     def __post_init__(self) -> None:
         _choice("family", self.family, MODEL_FAMILIES)
@@ -213,6 +218,12 @@ class ModelConfig(_JsonMixin):
         _in_range("flow_steps", self.flow_steps, 0, 64, int)
         _in_range("flow_hidden", self.flow_hidden, 1, 8192, int)
         _in_range("context_dim", self.context_dim, 1, 8192, int)
+        if self.label_loss is None:
+            object.__setattr__(self, "label_loss", preset_label_loss(self.family, self.preset))
+        _in_range("label_loss", self.label_loss, 0.0, 1e6)
+        if self.label_loss > 0 and self.family != "cvae":
+            raise ConfigError(f"`label_loss` is for the conditional VAE (family 'cvae'). "
+                              f"Received: family={self.family!r}, label_loss={self.label_loss!r}")
         channels, hidden = preset_shape(self.family, self.preset)
         object.__setattr__(self, "channels", _positive_tuple("channels", _or(self.channels, channels),
                                                              MAX_CHANNELS, 9))

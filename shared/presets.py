@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PRESET_SHAPES", "PRESET_LIKELIHOODS", "TRAIN_RECIPES", "preset_shape", "preset_likelihood"]
+__all__ = ["PRESET_SHAPES", "PRESET_LIKELIHOODS", "PRESET_LABEL_LOSS", "TRAIN_RECIPES", "preset_shape",
+           "preset_likelihood", "preset_label_loss"]
 
 # (channels, hidden_dims) per (family, preset); the block style follows the preset.
 PRESET_SHAPES: dict[tuple[str, str], tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -39,6 +40,19 @@ PRESET_LIKELIHOODS: dict[str, tuple[str, str]] = {
 def preset_likelihood(preset: str) -> tuple[str, str]:
     """``(likelihood, sigma_mode)`` a config of ``preset`` takes when it leaves them empty."""
     return PRESET_LIKELIHOODS[preset]
+
+
+# Label consistency of a preset's cvae (ModelConfig.label_loss, facevae_tf.label_consistency), used when a
+# config leaves it unset. ``default``: 100 nats per unit of the auxiliary classifier's loss. On the real
+# faces (d=32, 15 epochs; README, "Conditional VAE on real faces") the independent CNN judge then finds the
+# requested gender / ethnicity in 82-86 % / 67-82 % of generated faces against 79 % / 45 % without it, for
+# 0.2-0.4 dB of reconstruction PSNR. ``seed`` keeps the original work's cvae (none).
+PRESET_LABEL_LOSS: dict[str, float] = {"seed": 0.0, "default": 100.0}
+
+
+def preset_label_loss(family: str, preset: str) -> float:
+    """``label_loss`` a config of ``(family, preset)`` takes when it leaves it unset (0 outside the cvae)."""
+    return PRESET_LABEL_LOSS[preset] if family == "cvae" else 0.0
 
 
 # Training recipes per (family, preset). ``seed`` reproduces the original work's recipe.

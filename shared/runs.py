@@ -250,6 +250,10 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     if not isinstance(data, dict):
         raise RunError(f"{path}: not a facevae run config (holds a JSON {type(data).__name__}, "
                        f"expected an object with 'backend', 'model', 'train', 'data')")
+    model = data.get("model")
+    if isinstance(model, dict) and "label_loss" not in model:
+        # saved before label consistency existed: the run was trained without it (not the preset's value now)
+        data = {**data, "model": {**model, "label_loss": 0.0}}
     try:
         return RunConfig.from_dict(data)
     except ConfigError as exc:

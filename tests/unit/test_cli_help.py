@@ -148,10 +148,10 @@ def test_every_config_field_has_a_flag_or_a_reason():
 
 
 # a non-default value per field, to check each flag reaches its field
-VALUES = {"backend": "tf", "family": "iaf", "preset": "seed", "image_size": 64, "latent_dim": 7, "beta": 0.5,
+VALUES = {"backend": "tf", "family": "cvae", "preset": "seed", "image_size": 64, "latent_dim": 7, "beta": 0.5,
           "channels": (8, 16), "hidden_dims": (32, 16), "likelihood": "gaussian", "sigma_mode": "learned",
           "sigma": 0.25, "kl_warmup_epochs": 3, "free_bits": 0.1, "task": "age", "flow_steps": 2, "flow_hidden": 16,
-          "context_dim": 8, "epochs": 2, "batch_size": 16, "lr": 0.003, "weight_decay": 0.01, "optimizer": "sgd",
+          "context_dim": 8, "label_loss": 2.5, "epochs": 2, "batch_size": 16, "lr": 0.003, "weight_decay": 0.01, "optimizer": "sgd",
           "schedule": "cosine", "early_stopping": 2, "min_steps_per_epoch": 4, "grad_clip": 1.5, "input_noise": 0.3,
           "label_smoothing": 0.2, "augment": True, "seed": 9, "device": "cpu", "compile": True, "tensorboard": True,
           "precision": "bf16", "devices": 2,

@@ -46,8 +46,18 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[int, Path]:
     """Run folders trained with ``--devices 1`` and ``--devices 2`` (otherwise the same command)."""
-    root = tmp_path_factory.mktemp("tf_distribute")
-    procs = {d: subprocess.Popen([sys.executable, "-m", "facevae_tf", "train", *FLAGS, "--devices", str(d),
+    return _train_pair(tmp_path_factory.mktemp("tf_distribute"), FLAGS)
+
+
+@pytest.fixture(scope="module")
+def cvae_runs(tmp_path_factory) -> dict[int, Path]:
+    """The same for a cvae with label consistency (its classifier and generated faces on every replica)."""
+    flags = [("cvae" if f == "vae" else f) for f in FLAGS] + ["--label-loss", "5"]
+    return _train_pair(tmp_path_factory.mktemp("tf_distribute_cvae"), flags)
+
+
+def _train_pair(root: Path, flags: list[str]) -> dict[int, Path]:
+    procs = {d: subprocess.Popen([sys.executable, "-m", "facevae_tf", "train", *flags, "--devices", str(d),
                                   "--out", str(root / f"devices{d}")], cwd=ROOT, env=_env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for d in (1, 2)}
@@ -79,6 +89,18 @@ class TestTwoReplicasTrainWhatOneTrains:
             np.testing.assert_allclose([b[k] for k in keys], [a[k] for k in keys], rtol=TERMS_RTOL, atol=1e-6,
                                        err_msg=f"epoch {a['epoch']}: {keys}")
         assert one[-1]["train_loss"] < one[0]["train_loss"] - 10  # it trained: the comparison means something
+
+    def test_label_consistency_terms_and_weights_match(self, cvae_runs):
+        one, two = _records(cvae_runs[1]), _records(cvae_runs[2])
+        for a, b in zip(one, two):
+            keys = sorted(k for k in a if k.startswith(("train_", "val_")))
+            assert {"train_label_real", "train_label_generated"} <= set(keys)
+            np.testing.assert_allclose([b[k] for k in keys], [a[k] for k in keys], rtol=TERMS_RTOL, atol=1e-6,
+                                       err_msg=f"epoch {a['epoch']}: {keys}")
+        w1, w2 = _checkpoint(cvae_runs[1]), _checkpoint(cvae_runs[2])
+        assert sorted(w1) == sorted(w2) and any("label_classifier" in k for k in w1)
+        for name in w1:
+            np.testing.assert_allclose(w2[name], w1[name], rtol=0, atol=WEIGHTS_ATOL, err_msg=name)
 
     def test_final_weights_and_optimizer_state_match(self, runs):
         one, two = _checkpoint(runs[1]), _checkpoint(runs[2])

@@ -13,9 +13,11 @@ __all__ = ["tiny_model_config", "tiny_run_config", "tiny_faces", "split_of", "ne
 
 
 def tiny_model_config(family: str = "vae", **kw) -> ModelConfig:
-    # bernoulli unless asked: the hand computations of the loss tests are written for it
+    # bernoulli unless asked, and a cvae without label consistency: the hand computations of the loss
+    # tests are written for them (test_tf_label_consistency.py tests label consistency)
     base = dict(family=family, image_size=32, latent_dim=4, channels=(4, 8), hidden_dims=(16,),
-                flow_steps=2, flow_hidden=16, context_dim=8, likelihood="bernoulli", sigma_mode="fixed")
+                flow_steps=2, flow_hidden=16, context_dim=8, likelihood="bernoulli", sigma_mode="fixed",
+                label_loss=0.0)
     base.update(kw)
     return ModelConfig(**base)
 
