@@ -230,8 +230,8 @@ class ConditionalVAE(FaceVAE):
 
     Label consistency (``label_loss`` > 0, :mod:`facevae_tf.label_consistency`): an auxiliary
     classifier, trained on the real faces only, must recognise the requested labels in faces
-    generated from the prior; the decoder and the prior shift pay ``label_loss`` × its loss. The
-    step's ε is then ``2·D + 4`` wide (:attr:`noise_dim`).
+    generated from the prior as well as it recognises real faces; the decoder and the prior shift pay
+    ``label_loss`` × the excess of its loss on them. The step's ε is then ``2·D + 4`` wide (:attr:`noise_dim`).
     """
 
     conditional = True

@@ -38,6 +38,23 @@ class TestConfig:
         assert code == 2 and len(err) == 1 and "label_loss" in err[0]
         assert not (tmp_path / "r").exists()
 
+    def test_the_default_cvae_has_it_and_the_seed_preset_does_not(self):
+        assert ModelConfig(family="cvae").label_loss == 100.0
+        assert ModelConfig(family="cvae", preset="seed").label_loss == 0.0
+        assert ModelConfig(family="vae").label_loss == 0.0
+
+    def test_a_run_saved_before_the_field_loads_without_it(self, tmp_path):
+        """Its weights hold no classifier: reading it with today's default (100) would not restore."""
+        import json
+
+        from shared.config import RunConfig
+        from shared.runs import load_run_config
+
+        data = RunConfig(backend="tf", model=ModelConfig(family="cvae")).to_dict()
+        del data["model"]["label_loss"]
+        (tmp_path / "config.json").write_text(json.dumps(data))
+        assert load_run_config(tmp_path).model.label_loss == 0.0
+
     def test_noise_width(self):
         assert noise_dim(8, 0.0) == 8 and noise_dim(8, 2.5) == 16 + LABEL_NOISE
 
