@@ -8,9 +8,10 @@ generated faces the requested ethnicity 45 % of the time (five classes requested
 age within 18.8 years. The remedy (as in the auxiliary classifiers of AC-GAN and CVAE-GAN): a small
 classifier f, part of the cvae, is trained on the *real* training faces and their labels; in the
 same step faces are generated for labels drawn evenly over every gender, ethnicity and age band
-(z from the prior, the mode ``generate`` uses), and the decoder and the prior pay
-``label_loss × loss(f(face), requested labels)`` with f held fixed for that term — f never learns
-from generated faces, so the decoder cannot win by teaching f its own code.
+(z from the prior, the mode ``generate`` uses), and the decoder and the prior pay ``label_loss`` ×
+how far f's loss on each generated face exceeds its mean loss on the real faces
+(:func:`excess_over_real`), with f held fixed for that term — f never learns from generated faces,
+so the decoder cannot win by teaching f its own code.
 
 Seeded like everything else: the prior draws and the requested labels come from the step's ε, which
 the shared loop draws ``2·latent_dim + 4`` wide for such a model (:func:`noise_dim`); the last
@@ -27,25 +28,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from shared.conditional import OLDEST_REQUESTED_AGE
 from shared.faces import AGE_BANDS, AGE_SCALE, ETHNICITY_NAMES
 
-__all__ = ["LabelClassifier", "requested_labels", "label_terms", "excess_over_real", "noise_dim", "LABEL_NOISE", "WIDTHS", "HIDDEN", "LR_SCALE",
-           "AGE_DECADE", "GENERATED_AGE_MAX"]
+__all__ = ["LabelClassifier", "requested_labels", "label_terms", "excess_over_real", "classifier_loss", "noise_dim",
+           "LABEL_NOISE", "WIDTHS", "HIDDEN", "LR_SCALE", "AGE_DECADE"]
 
 LABEL_NOISE = 4            # ε columns: the requested gender, ethnicity and age; a mirror for each real face
 WIDTHS = (24, 48, 96)      # conv widths of the three stages (each ends halving the side)
 HIDDEN = 96                # width of the dense layer before the heads
 # Every weight is used as LR_SCALE × its variable: Adam moves a variable by about the learning rate
 # whatever its scale, so the classifier learns at LR_SCALE × the cvae's rate. Alone on 800 synthetic
-# faces it learnt nothing in 200 steps at the cvae's 2e-3-3e-3 (it predicted the label frequencies)
-# and reached 86 % ethnicity / 77 % gender at 1e-3 and 5e-4.
+# faces an earlier, larger form of it learnt nothing in 200 steps at the cvae's 3e-3 (it predicted the
+# label frequencies) and reached 85-86 % ethnicity / 74-77 % gender at 1e-3 and 5e-4.
 LR_SCALE = 0.5
 AGE_DECADE = 10.0 / AGE_SCALE  # the age error is counted in decades, comparable to a cross-entropy
-GENERATED_AGE_MAX = 80.0   # the last age band (60+) is requested up to this age, as shared.conditional.GRID_AGES
 
 
 def noise_dim(latent_dim: int, label_loss: float) -> int:
-    """Width of the per-face ε a cvae step needs: z (and, with label consistency, a prior draw and labels)."""
+    """Width of the per-face ε a cvae step needs: z (and, with label consistency, a prior draw, the
+    requested labels and a mirror)."""
     return latent_dim if label_loss <= 0 else 2 * latent_dim + LABEL_NOISE
 
 
@@ -56,8 +58,8 @@ class LabelClassifier(keras.layers.Layer):
     mean over the map, a dense layer and the linear heads. Averaging over the map rather than
     flattening it: with a dense layer over the flattened 6×6 map (590 k weights) the classifier
     memorised the 7,054 real training faces within three epochs (its loss 0.4 on them, 2.7 on the
-    validation faces) and stopped improving on faces it had not seen. Hand-written over its own variables so that :meth:`outputs` can
-    run with the weights held fixed (``frozen=True`` stops their gradient) while the images keep
+    validation faces) and stopped improving on faces it had not seen. Hand-written over its own
+    variables so that :meth:`outputs` can run with the weights held fixed (``frozen=True`` stops their gradient) while the images keep
     theirs. Always float32.
     """
 
@@ -111,7 +113,7 @@ def requested_labels(u):
 
     Gender: the sign of u0. Ethnicity: Φ(u1) cut into five equal parts. Age: Φ(u2)·5 picks one of the
     five age bands of :data:`shared.faces.AGE_BANDS` evenly (as fidelity requests them) and its
-    fractional part the age within the band (the last band up to :data:`GENERATED_AGE_MAX`).
+    fractional part the age within the band (the last band up to :data:`OLDEST_REQUESTED_AGE`).
     """
     p = 0.5 * (1.0 + tf.math.erf(tf.cast(u, tf.float32) / math.sqrt(2.0)))  # Φ(u): uniform on (0, 1)
     p = tf.clip_by_value(p, 0.0, 1.0 - 1e-6)
@@ -121,7 +123,7 @@ def requested_labels(u):
     t = p[:, 2] * len(AGE_BANDS)
     band = tf.cast(tf.floor(t), tf.int32)
     lows = tf.constant([float(lo) for lo, _ in AGE_BANDS])
-    highs = tf.constant([float(min(hi, GENERATED_AGE_MAX)) for _, hi in AGE_BANDS])
+    highs = tf.constant([float(min(hi, OLDEST_REQUESTED_AGE)) for _, hi in AGE_BANDS])
     lo, hi = tf.gather(lows, band), tf.gather(highs, band)
     age = lo + (t - tf.floor(t)) * (hi - lo)
     return tf.concat([gender[:, None], ethnicity, (age / AGE_SCALE)[:, None]], axis=-1)

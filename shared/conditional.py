@@ -32,13 +32,14 @@ from shared.faces import AGE_BANDS, ETHNICITY_NAMES, GENDER_NAMES, label_vectors
 from shared.protocol import latent_noise
 from shared.results import DEFAULT_DPI, OutputWriter, Result
 
-__all__ = ["generate", "attribute_grid", "edit_attributes", "label_matrix", "check_temperature", "GRID_AGES", "GENERATED",
-           "MAX_AGE"]
+__all__ = ["generate", "attribute_grid", "edit_attributes", "label_matrix", "check_temperature", "GRID_AGES",
+           "OLDEST_REQUESTED_AGE", "GENERATED", "MAX_AGE"]
 
 log = logging.getLogger(__name__)
 
 GENERATED = "generated"
-GRID_AGES = tuple(int((lo + min(hi, 80)) // 2) for lo, hi in AGE_BANDS)  # one age per band: 4, 14, 29, 49, 70
+OLDEST_REQUESTED_AGE = 80  # the open last band (60+) is requested up to this age
+GRID_AGES = tuple(int((lo + min(hi, OLDEST_REQUESTED_AGE)) // 2) for lo, hi in AGE_BANDS)  # 4, 14, 29, 49, 70
 MAX_AGE = 120.0
 _PER_ROW = 8
 
