@@ -34,8 +34,14 @@ browser:
 	    chromium chromium-driver) >/dev/null 2>&1 || echo "could not install chromium: the browser tests will skip"; \
 	fi
 
+# The suite runs its files in parallel worker processes (pytest-xdist), one per core up to 4 (a
+# worker holds about 2 GB), each on one thread: torch's OpenMP collapses when processes share the
+# cores. A file stays in one worker (--dist loadfile), so its module fixtures are built once.
+# On 2 cores: 14 min 42 s one file after another, 9 min 35 s in 2 workers. TEST_JOBS=0: no workers.
+TEST_JOBS ?= auto
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
+	  $(PY) -m pytest -q -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_load.py

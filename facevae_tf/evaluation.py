@@ -25,7 +25,7 @@ from facevae_tf.adapter import TFGenerativeModel, arrays_of
 from shared.conditional import GRID_AGES
 from shared.config import LABEL_DIM
 from shared.errors import ConfigError
-from shared.evaluation import summarize_generative
+from shared.evaluation import AGE_BAND_NAMES, summarize_generative
 from shared.faces import AGE_BANDS, AGE_SCALE, ETHNICITY_NAMES, GENDER_NAMES, Faces, label_vectors
 from shared.protocol import latent_noise
 
@@ -154,8 +154,13 @@ def _balanced_scores(classifier: Any, images: np.ndarray, labels: Any) -> dict[s
             scores[f"{task}_fidelity_by_class"] = by_class
     got, age = _predicted(pred, "age"), labels["age"].to_numpy(np.float64)
     if got is not None:
-        bands = [(age >= lo) & (age <= hi) for lo, hi in AGE_BANDS]
-        scores["age_mae"] = float(np.mean([np.abs(got - age)[b].mean() for b in bands if b.any()]))
+        # per band too: a decoder's blur shows first as old faces judged younger (README, cvae on real faces)
+        bands = {name: b for name, b in zip(AGE_BAND_NAMES, [(age >= lo) & (age <= hi) for lo, hi in AGE_BANDS])
+                 if b.any()}
+        by_band = {name: float(np.abs(got - age)[b].mean()) for name, b in bands.items()}
+        scores["age_mae"] = float(np.mean(list(by_band.values())))
+        scores["age_mae_by_band"] = by_band
+        scores["age_predicted_by_band"] = {name: float(got[b].mean()) for name, b in bands.items()}
     return scores
 
 
@@ -166,7 +171,9 @@ def judge_ceiling(model: TFGenerativeModel, classifier: Any, faces: Faces) -> di
     to do better on them than on the model's own reconstructions of real faces that have those labels
     (as sharp as the decoder makes faces). Both are scored class-balanced, as fidelity requests each
     class equally: ``{"real": {...}, "reconstructed": {...}}`` with ``gender_fidelity``,
-    ``ethnicity_fidelity`` (and their ``_by_class`` accuracies) and ``age_mae`` as in :func:`label_fidelity`.
+    ``ethnicity_fidelity`` (and their ``_by_class`` accuracies) and ``age_mae`` as in :func:`label_fidelity`,
+    with ``age_mae_by_band`` and ``age_predicted_by_band`` (the judge's mean age, in years, per age band
+    of the true age).
     """
     x = faces.floats()
     recon = np.asarray(model.reconstruct(x, label_vectors(faces.labels)), np.float32)

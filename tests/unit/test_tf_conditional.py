@@ -211,6 +211,10 @@ class TestLabelFidelity:
         for kind in ("real", "reconstructed"):
             assert {k: ceiling[kind][k] for k in want} == pytest.approx(want)
             assert ceiling[kind]["gender_fidelity_by_class"] == {"male": 1.0, "female": 0.0}
+            by_band = ceiling[kind]["age_mae_by_band"]
+            assert list(by_band.values()) == pytest.approx(bands)  # "age 30" is off by |30 - age| in each band
+            assert set(by_band) <= {"0-9", "10-19", "20-39", "40-59", "60+"} and len(by_band) == len(bands)
+            assert set(ceiling[kind]["age_predicted_by_band"].values()) == {30.0}
 
 
 class TestGenerateCLI:
