@@ -45,7 +45,7 @@ def test_default_recipe_learns_on_600_real_faces(real_600, tmp_path, backend, la
 @pytest.mark.parametrize("backend", ["torch", "tf"])
 def test_default_recipe_learns_on_all_8818_real_faces(real_data, tmp_path, backend):
     pytest.importorskip("torch" if backend == "torch" else "tensorflow")
-    # two epochs (of 7,054 faces, 221 steps each) already show the fall; the third cost 17 s a backend
+    # two epochs (of 7,054 faces, 221 steps each) already show the fall; a third cost 11-18 s a backend
     result = train_default(str(real_data / "age_gender_part1.csv.gz"), tmp_path / "run", backend, 32, 0, epochs=2)
     assert_learned(result)
     assert result["psnr"] > result["mean_face_psnr"] + 3  # far beyond the mean face on real data
