@@ -37,7 +37,8 @@ browser:
 # The suite runs its files in parallel worker processes (pytest-xdist), one per core up to 4 (a
 # worker holds about 2 GB), each on one thread: torch's OpenMP collapses when processes share the
 # cores. A file stays in one worker (--dist loadfile), so its module fixtures are built once.
-# On 2 cores: 14 min 42 s one file after another, 9 min 35 s in 2 workers. TEST_JOBS=0: no workers.
+# On 2 cores: 14 min 42 s as plain `pytest -q` (one file after another, the frameworks' own threads),
+# 9 min 17-35 s in 2 workers. TEST_JOBS=0: no workers (still one thread).
 TEST_JOBS ?= auto
 test: $(STAMP) browser
 	OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
