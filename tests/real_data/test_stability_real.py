@@ -1,4 +1,5 @@
-"""The default VAE recipe learns on real faces, on both backends: 600 faces (3 epochs) and the whole file (8,818; 2 epochs).
+"""The default VAE recipe learns on real faces, on both backends: 600 faces (3 epochs) and the whole
+file (8,818 faces; 2 epochs).
 
 The same check as tests/unit/test_stability.py (see tests/stability_check.py), on
 ``../shared/data``; skipped with a reason when it is absent. The 600 faces are the first 600
