@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
@@ -81,6 +82,9 @@ def init() -> bool:
         if cuda and env.local_rank() < torch.cuda.device_count():
             torch.cuda.set_device(env.local_rank())  # NCCL binds each process to the GPU it trains on
         backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
+        # torch._dynamo (imported lazily by the first torch.optim optimiser) keeps references to a
+        # process group that exists when it is imported, which _destroy could then not free
+        importlib.import_module("torch._dynamo")
         try:
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=env.timeout_s()))
         except (RuntimeError, ValueError) as exc:
@@ -94,6 +98,11 @@ def init() -> bool:
 
 
 def _destroy() -> None:
+    """At exit: free the group and join its gloo threads while the interpreter still runs.
+
+    A thread left running into the interpreter's finalisation aborts the process (SIGABRT) when it
+    releases a tensor; ``destroy_process_group`` frees the group only if nothing else holds it.
+    """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
