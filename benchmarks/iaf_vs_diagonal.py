@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flow-steps", type=int, default=4)
     p.add_argument("--flow-hidden", type=int, default=256)
     p.add_argument("--context-dim", type=int, default=64)
+    p.add_argument("--gate-bias", type=float, default=None,
+                   help="initial bias of the IAF gates (default: facevae_tf.iaf.GATE_BIAS, +3)")
     p.add_argument("--iwae-k", type=int, default=64)
     p.add_argument("--families", default="vae,iaf", help="comma-separated subset of vae,iaf")
     return p.parse_args(argv)
@@ -97,6 +99,9 @@ def run_one(family: str, args: argparse.Namespace, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.gate_bias is not None:
+        import facevae_tf.iaf
+        facevae_tf.iaf.GATE_BIAS = args.gate_bias
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     families = [f.strip() for f in args.families.split(",") if f.strip()]

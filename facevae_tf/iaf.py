@@ -173,7 +173,7 @@ class IAFPosterior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim: int, context_dim: int, steps: int, hidden: int,
-                 made_layers: int = 2, gate_bias: float = GATE_BIAS, **kwargs) -> None:
+                 made_layers: int = 2, gate_bias: float | None = None, **kwargs) -> None:
         # A fixed default name (Keras would auto-number a second instance 'iaf_posterior_1') keeps
         # variable paths identical across model builds, so path-keyed checkpoints restore.
         kwargs.setdefault("name", "iaf_posterior")
@@ -181,10 +181,11 @@ class IAFPosterior(keras.layers.Layer):
         if steps < 0:
             raise ValueError(f"`steps` must be >= 0. Received: steps={steps}")
         self.latent_dim, self.context_dim, self.steps, self.hidden = latent_dim, context_dim, steps, hidden
-        self.made_layers, self.gate_bias = made_layers, gate_bias
+        # None reads GATE_BIAS now, not at import: benchmarks/iaf_vs_diagonal.py --gate-bias sets it
+        self.made_layers, self.gate_bias = made_layers, GATE_BIAS if gate_bias is None else gate_bias
         for t in range(steps):  # attributes, not a list: tf.train.Checkpoint skips Keras-3 lists
             setattr(self, f"step_{t}", IAFStep(latent_dim, context_dim, hidden, layers=made_layers,
-                                               gate_bias=gate_bias, name=f"iaf_step_{t}"))
+                                               gate_bias=self.gate_bias, name=f"iaf_step_{t}"))
 
     @property
     def flow_steps(self) -> list[IAFStep]:

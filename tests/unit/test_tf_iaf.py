@@ -156,6 +156,14 @@ class TestInitialisation:
         assert rel.max() < 1.0 - 0.9 ** steps
         assert np.all(log_det.numpy() > steps * 8 * np.log(0.9))
 
+    def test_the_gate_bias_is_read_when_the_flow_is_built(self, monkeypatch):
+        """What benchmarks/iaf_vs_diagonal.py --gate-bias relies on: the module's value at build time."""
+        import facevae_tf.iaf
+        monkeypatch.setattr(facevae_tf.iaf, "GATE_BIAS", 1.0)
+        post = IAFPosterior(D, C, 2, H)
+        assert post.gate_bias == 1.0 and IAFPosterior(D, C, 2, H, gate_bias=2.0).gate_bias == 2.0
+        assert [step.made.s_head.bias_value for step in post.flow_steps] == [1.0, 1.0]
+
     def test_invalid_steps_raise(self):
         with pytest.raises(ValueError, match="steps"):
             IAFPosterior(D, C, -1, H)
